@@ -191,7 +191,9 @@ fn interface_index(scope: &str) -> u32 {
 fn atoi(text: &str) -> u32 {
     text.bytes()
         .take_while(u8::is_ascii_digit)
-        .fold(0u32, |n, d| n.saturating_mul(10).saturating_add(u32::from(d - b'0')))
+        .fold(0u32, |n, d| {
+            n.saturating_mul(10).saturating_add(u32::from(d - b'0'))
+        })
 }
 
 #[cfg(test)]
@@ -257,23 +259,44 @@ mod tests {
     #[test]
     fn last_search_or_domain_wins() {
         let conf = ResolverConfig::parse_resolv_conf;
-        assert_eq!(conf("domain a.lan\nsearch b.lan c.lan\n").search, vec!["b.lan", "c.lan"]);
-        assert_eq!(conf("search b.lan c.lan\ndomain a.lan extra\n").search, vec!["a.lan"]);
+        assert_eq!(
+            conf("domain a.lan\nsearch b.lan c.lan\n").search,
+            vec!["b.lan", "c.lan"]
+        );
+        assert_eq!(
+            conf("search b.lan c.lan\ndomain a.lan extra\n").search,
+            vec!["a.lan"]
+        );
         assert_eq!(conf("search b.lan\nsearch\n").search, vec!["b.lan"]);
-        assert_eq!(conf("search x\tY.lan\n#search z\n").search, vec!["x", "Y.lan"]);
+        assert_eq!(
+            conf("search x\tY.lan\n#search z\n").search,
+            vec!["x", "Y.lan"]
+        );
     }
 
     #[test]
     fn options_and_clamps() {
         let conf = ResolverConfig::parse_resolv_conf;
         let c = conf("options ndots:3 timeout:2 attempts:4 rotate edns0\n");
-        assert_eq!((c.ndots, c.timeout, c.attempts), (3, Duration::from_secs(2), 4));
+        assert_eq!(
+            (c.ndots, c.timeout, c.attempts),
+            (3, Duration::from_secs(2), 4)
+        );
         let c = conf("options ndots:99 timeout:100\noptions attempts:9\n");
-        assert_eq!((c.ndots, c.timeout, c.attempts), (15, Duration::from_secs(30), 5));
+        assert_eq!(
+            (c.ndots, c.timeout, c.attempts),
+            (15, Duration::from_secs(30), 5)
+        );
         let c = conf("options ndots:0 timeout:0 attempts:0\n");
-        assert_eq!((c.ndots, c.timeout, c.attempts), (0, Duration::from_secs(1), 1));
+        assert_eq!(
+            (c.ndots, c.timeout, c.attempts),
+            (0, Duration::from_secs(1), 1)
+        );
         let c = conf("options ndots:x timeout:99999999999999999999 attempts:2junk\n");
-        assert_eq!((c.ndots, c.timeout, c.attempts), (0, Duration::from_secs(30), 2));
+        assert_eq!(
+            (c.ndots, c.timeout, c.attempts),
+            (0, Duration::from_secs(30), 2)
+        );
         // Not an options line: no blank after the keyword, or indented.
         let c = conf("options:ndots:5\n options ndots:5\n");
         assert_eq!(c.ndots, 1);
@@ -290,7 +313,10 @@ mod tests {
         let config = ResolverConfig::from_paths(&resolv, &hosts).unwrap();
         assert_eq!(config.nameservers, vec![v4("192.0.2.53")]);
         assert_eq!(config.search, vec!["lan"]);
-        assert_eq!(config.hosts.lookup("NAS"), vec![IpAddr::from([10, 9, 9, 9])]);
+        assert_eq!(
+            config.hosts.lookup("NAS"),
+            vec![IpAddr::from([10, 9, 9, 9])]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
 
         let missing = ResolverConfig::from_paths(dir.join("nope"), dir.join("nope")).unwrap();

@@ -223,7 +223,6 @@ fn read_name(buf: &[u8], start: usize) -> Result<(Name, usize), Malformed> {
     }
 }
 
-
 fn put_u16(out: &mut Vec<u8>, value: u16) {
     out.extend_from_slice(&value.to_be_bytes());
 }
@@ -437,7 +436,10 @@ mod tests {
                 record("www.example.com", RData::Cname(name("web.example.com"))),
                 record("web.example.com", RData::A(Ipv4Addr::new(192, 0, 2, 7))),
                 record("evil.example.net", RData::A(Ipv4Addr::new(203, 0, 113, 9))),
-                record("web.example.com", RData::Aaaa("2001:db8::7".parse().unwrap())),
+                record(
+                    "web.example.com",
+                    RData::Aaaa("2001:db8::7".parse().unwrap()),
+                ),
             ],
         }
     }
@@ -450,8 +452,9 @@ mod tests {
         // answer 1: CNAME, owner = pointer to offset 12
         m.extend_from_slice(&[0xC0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 6]);
         m.extend_from_slice(b"\x03web\xC0\x10"); // offset 16 = "example.com"
-        // answer 2: A, owner = pointer to the CNAME target (offset 40)
-        m.extend_from_slice(&[0xC0, 40, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 1, 2, 3]);
+        // answer 2: A, owner = pointer to the CNAME target (offset 45)
+        assert_eq!(m.len(), 51);
+        m.extend_from_slice(&[0xC0, 45, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 1, 2, 3]);
         m
     }
 
@@ -465,7 +468,13 @@ mod tests {
         assert_eq!(Name::parse(".a"), Err(NameError::EmptyLabel));
         assert_eq!(Name::parse(&"x".repeat(64)), Err(NameError::LabelTooLong));
         assert!(Name::parse(&"x".repeat(63)).is_ok());
-        let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(62)].join(".");
+        let long = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(62),
+        ]
+        .join(".");
         assert_eq!(long.len(), 254);
         assert_eq!(Name::parse(&long), Err(NameError::NameTooLong));
         assert!(Name::parse(&long[1..]).is_ok());
@@ -504,7 +513,10 @@ mod tests {
     fn cname_chain_followed_and_strangers_ignored() {
         let m = sample();
         let www = name("www.example.com");
-        assert_eq!(m.addresses(&www, TYPE_A), vec![IpAddr::from([192, 0, 2, 7])]);
+        assert_eq!(
+            m.addresses(&www, TYPE_A),
+            vec![IpAddr::from([192, 0, 2, 7])]
+        );
         assert_eq!(
             m.addresses(&www, TYPE_AAAA),
             vec!["2001:db8::7".parse::<IpAddr>().unwrap()]
@@ -586,7 +598,10 @@ mod tests {
         let (ok, end) = read_name(&m, starts[2]).unwrap();
         assert_eq!(ok.0.len(), 193);
         assert_eq!(end, starts[3]);
-        assert_eq!(read_name(&m, starts[3]), Err(Malformed("name longer than 255 bytes")));
+        assert_eq!(
+            read_name(&m, starts[3]),
+            Err(Malformed("name longer than 255 bytes"))
+        );
     }
 
     #[test]
@@ -609,7 +624,10 @@ mod tests {
         let len_at = wire.len() - 6;
         wire[len_at + 1] = 3;
         wire.pop();
-        assert_eq!(Message::decode(&wire), Err(Malformed("A record is not 4 bytes")));
+        assert_eq!(
+            Message::decode(&wire),
+            Err(Malformed("A record is not 4 bytes"))
+        );
         // A CNAME whose target runs past its rdata.
         m.answers = vec![record("x.y", RData::Cname(name("a.b")))];
         let mut wire = m.encode();

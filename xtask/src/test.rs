@@ -71,7 +71,7 @@ fn run_stages(ws: &Workspace, stages: &mut Stages) -> Result<()> {
     for target in ARM_TARGETS {
         stages.run(&format!("unit tests {} (qemu-user)", target.triple), || {
             let mut c = ws.cargo("test");
-            c.args(["--target", target.triple, "--lib"]);
+            c.args(["--target", target.triple, "--lib", "--bins"]);
             for krate in ARM_TEST_CRATES {
                 c.args(["--package", krate]);
             }

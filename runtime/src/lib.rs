@@ -1,5 +1,18 @@
 //! armlet's own OCI runtime: turns "run this container of this pod" into Linux
-//! containers (namespaces, cgroups, mounts) without containerd, runc or a pause image.
+//! containers (namespaces, cgroups, mounts) without containerd, runc, a shim
+//! binary or a pause image.
 //!
-//! Built out by the runtime issue; the crate exists now so the workspace layout,
-//! cross builds and ARM unit tests are in place from the start.
+//! Split by concern, like youki's libcontainer:
+//! - [`spec`]: a container description turned into an OCI runtime spec with the
+//!   defaults containerd gives a Kubernetes container;
+//! - [`sandbox`]: a pod's network, IPC and UTS namespaces, kept alive as
+//!   bind-mounted namespace files instead of a pause container;
+//! - [`logs`]: stdout/stderr in the Kubernetes CRI log format, rotated by size;
+//! - [`state`]: crash-safe records on disk (exit status survives agent restarts);
+//! - [`time`]: RFC 3339 timestamps with nanoseconds, as CRI logs and statuses use.
+
+pub mod logs;
+pub mod sandbox;
+pub mod spec;
+pub mod state;
+pub mod time;

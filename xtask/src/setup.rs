@@ -30,6 +30,11 @@ const HOST_PACKAGES: &[&str] = &[
     "qemu-system-arm",
     "file",
     "xz-utils",
+    // The host build links libseccomp statically, like the board builds.
+    "libseccomp-dev",
+    "pkg-config",
+    // Root filesystems for runtime tests.
+    "busybox-static",
 ];
 
 /// Debian's Rust toolchain packages, installed at one chosen version.

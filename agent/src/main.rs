@@ -1,20 +1,91 @@
 //! `armlet`: the node daemon and its command-line tools, in one static binary.
 
+mod ops;
+
+use std::path::PathBuf;
+
 use anyhow::Result;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// The version line: crate version plus the target it was built for, so a user
 /// (and the demo) can tell an aarch64 build from an armv7 one.
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ARMLET_TARGET"), ")");
 
+/// Where the container supervisor keeps its socket and state (tmpfs).
+const DEFAULT_RUNTIME_ROOT: &str = "/run/armlet/runtime";
+
 /// A Kubernetes node for ARM single-board computers that joins K3s clusters.
 #[derive(Debug, Parser)]
 #[command(name = "armlet", version = VERSION, about, arg_required_else_help = true)]
-struct Cli {}
+struct Cli {
+    /// The container supervisor's directory.
+    #[arg(long, global = true, default_value = DEFAULT_RUNTIME_ROOT, env = "ARMLET_RUNTIME_ROOT")]
+    runtime_root: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the container supervisor (started by the agent; runs until SIGTERM).
+    Supervise {
+        /// Rotate a container's log file when it reaches this many bytes.
+        #[arg(long, default_value_t = 10 * 1024 * 1024)]
+        log_max_size: u64,
+        /// Keep at most this many log files per container.
+        #[arg(long, default_value_t = 5)]
+        log_max_files: usize,
+    },
+    /// List containers with their state.
+    Ps {
+        /// Also list exited containers.
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Show a container's logs.
+    Logs {
+        /// Container id.
+        id: String,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+        /// Prefix lines with their RFC 3339 timestamps.
+        #[arg(long)]
+        timestamps: bool,
+    },
+    /// Stop a container: SIGTERM, then SIGKILL after the timeout.
+    Stop {
+        /// Container id.
+        id: String,
+        /// Seconds to wait after SIGTERM.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Remove a container (killing it if it still runs).
+    Rm {
+        /// Container ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
 
 fn main() -> Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+    let cli = Cli::parse();
+    let root = cli.runtime_root;
+    match cli.command {
+        Command::Supervise {
+            log_max_size,
+            log_max_files,
+        } => ops::supervise(root, log_max_size, log_max_files),
+        Command::Ps { all } => ops::ps(&root, all),
+        Command::Logs {
+            id,
+            tail,
+            timestamps,
+        } => ops::logs(&root, &id, tail, timestamps),
+        Command::Stop { id, timeout } => ops::stop(&root, &id, timeout),
+        Command::Rm { ids } => ops::rm(&root, &ids),
+    }
 }
 
 #[cfg(test)]
@@ -31,5 +102,14 @@ mod tests {
     fn version_names_the_build_target() {
         assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")));
         assert!(VERSION.ends_with(&format!("({})", env!("ARMLET_TARGET"))));
+    }
+
+    #[test]
+    fn operator_commands_parse() {
+        let cli = Cli::try_parse_from(["armlet", "logs", "c1", "--tail", "5"]).unwrap();
+        assert_eq!(cli.runtime_root, PathBuf::from(DEFAULT_RUNTIME_ROOT));
+        assert!(matches!(cli.command, Command::Logs { ref id, tail: Some(5), .. } if id == "c1"));
+        assert!(Cli::try_parse_from(["armlet", "rm"]).is_err());
+        assert!(Cli::try_parse_from(["armlet", "stop", "c1", "--timeout", "soon"]).is_err());
     }
 }

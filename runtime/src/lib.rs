@@ -9,10 +9,15 @@
 //!   bind-mounted namespace files instead of a pause container;
 //! - [`logs`]: stdout/stderr in the Kubernetes CRI log format, rotated by size;
 //! - [`state`]: crash-safe records on disk (exit status survives agent restarts);
-//! - [`time`]: RFC 3339 timestamps with nanoseconds, as CRI logs and statuses use.
+//! - [`time`]: RFC 3339 timestamps with nanoseconds, as CRI logs and statuses use;
+//! - [`supervisor`]: the single-threaded process that owns every container,
+//!   spoken to over [`protocol`] with a [`client`].
 
+pub mod client;
 pub mod logs;
+pub mod protocol;
 pub mod sandbox;
 pub mod spec;
 pub mod state;
+pub mod supervisor;
 pub mod time;

@@ -22,17 +22,16 @@
 //!
 //! A file `ready` is written in the pod's directory once everything is in place:
 //! a directory without it is the leftover of an interrupted [`Sandbox::create`],
-//! which the next create of that pod cleans up and redoes ([`Sandbox::open`]
-//! does not adopt it,
-//! [`list`] still reports it so that garbage collection can remove it). The
-//! namespaces do not survive a reboot: keep `root` on a tmpfs such as `/run`, or
-//! expect [`Sandbox::open`] to report [`SandboxError::Broken`] for sandboxes from before
-//! the reboot.
+//! which the next create of that pod cleans up and redoes. [`Sandbox::open`] does
+//! not adopt such a leftover; [`list`] still reports it, so that garbage
+//! collection can [`remove`] it. The namespaces do not survive a reboot: keep
+//! `root` on a tmpfs such as `/run`, or expect [`Sandbox::open`] to report
+//! [`SandboxError::Broken`] for sandboxes from before the reboot.
 //!
-//! Every function here blocks (system calls, and [`Sandbox::create`] waits for its helper
-//! thread): call them from `tokio::task::spawn_blocking` or a plain thread. Calls
-//! in one process are serialised by a lock; one agent process per `root` is
-//! assumed.
+//! Every function here blocks (system calls; [`Sandbox::create`] also waits for
+//! its helper thread): call them from `tokio::task::spawn_blocking` or a plain
+//! thread. Calls within one process are serialised by a lock; one agent process
+//! per `root` is assumed.
 
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io;

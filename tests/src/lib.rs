@@ -5,6 +5,7 @@
 //! they are (`ARMLET_BIN_HOST`, `ARMLET_BIN_AARCH64`, `ARMLET_BIN_ARMV7`).
 
 pub mod elf;
+pub mod node;
 
 use std::path::{Path, PathBuf};
 

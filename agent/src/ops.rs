@@ -1,0 +1,124 @@
+//! Operator commands on the node's containers, in the spirit of `crictl`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use armlet_runtime::client::Client;
+use armlet_runtime::logs::{CollectOptions, LogConfig, read_lines};
+use armlet_runtime::protocol::{ContainerInfo, ContainerState};
+use armlet_runtime::supervisor;
+
+/// Runs the supervisor in this process (single-threaded: nothing else runs here).
+pub fn supervise(root: PathBuf, log_max_size: u64, log_max_files: usize) -> Result<()> {
+    let logs = LogConfig {
+        max_size: log_max_size,
+        max_files: log_max_files,
+        ..LogConfig::default()
+    };
+    logs.validate().context("log settings")?;
+    supervisor::serve(supervisor::Config { root, logs }).context("container supervisor")
+}
+
+fn connect(root: &Path) -> Result<Client> {
+    let socket = supervisor::socket_path(root);
+    Client::connect(&socket).with_context(|| {
+        format!(
+            "cannot reach the container supervisor at {} (is armlet running?)",
+            socket.display()
+        )
+    })
+}
+
+fn state_text(c: &ContainerInfo) -> String {
+    match (&c.state, &c.exit) {
+        (ContainerState::Exited, Some(exit)) => {
+            format!("Exited({}) {}", exit.exit_code, exit.reason())
+        }
+        (state, _) => format!("{state:?}"),
+    }
+}
+
+/// Lists containers.
+pub fn ps(root: &Path, all: bool) -> Result<()> {
+    let containers = connect(root)?.list()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<40} {:<24} {:>8}  CREATED",
+        "CONTAINER", "STATE", "PID"
+    )?;
+    for c in containers
+        .iter()
+        .filter(|c| all || c.state != ContainerState::Exited)
+    {
+        writeln!(
+            out,
+            "{:<40} {:<24} {:>8}  {}",
+            c.id,
+            state_text(c),
+            c.pid,
+            c.created_at.format_rfc3339_nano()
+        )?;
+    }
+    Ok(())
+}
+
+/// Prints a container's log lines.
+pub fn logs(root: &Path, id: &str, tail: Option<usize>, timestamps: bool) -> Result<()> {
+    let info = connect(root)?.status(id)?;
+    let options = CollectOptions {
+        tail_lines: tail,
+        since: None,
+    };
+    let collected = read_lines(&info.log_path, &options)
+        .with_context(|| format!("reading {}", info.log_path.display()))?;
+    let mut out = std::io::stdout().lock();
+    for line in collected.lines {
+        if timestamps {
+            write!(out, "{} ", line.timestamp.format_rfc3339_nano())?;
+        }
+        out.write_all(&line.content)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// SIGTERM, then SIGKILL when the container outlives `timeout` seconds.
+pub fn stop(root: &Path, id: &str, timeout: u64) -> Result<()> {
+    let mut client = connect(root)?;
+    client.kill(id, 15)?;
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    while Instant::now() < deadline {
+        if client.status(id)?.state == ContainerState::Exited {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    client.kill(id, 9)?;
+    let info = client.wait(id)?;
+    if info.state != ContainerState::Exited {
+        bail!("container {id} did not stop");
+    }
+    Ok(())
+}
+
+/// Removes containers.
+pub fn rm(root: &Path, ids: &[String]) -> Result<()> {
+    let mut client = connect(root)?;
+    let mut failed = 0;
+    for id in ids {
+        match client.delete(id) {
+            Ok(()) => println!("{id}"),
+            Err(e) => {
+                eprintln!("armlet: {id}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} containers could not be removed", ids.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! A blocking client for the supervisor's control socket.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use crate::protocol::{ContainerInfo, ErrorKind, Request, Response};
+
+/// Why a request to the supervisor failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket could not be reached or the connection broke.
+    #[error("supervisor at {path}: {source}")]
+    Io {
+        /// The socket.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The supervisor answered something this client cannot read.
+    #[error("supervisor sent an unreadable answer: {0}")]
+    Protocol(String),
+    /// The supervisor refused the request.
+    #[error("{message}")]
+    Refused {
+        /// What kind of failure.
+        kind: ErrorKind,
+        /// The supervisor's explanation.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// The kind of refusal, if the supervisor refused.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            Self::Refused { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+}
+
+/// One connection to the supervisor.
+pub struct Client {
+    path: PathBuf,
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Client {
+    /// Connects to the supervisor's socket.
+    pub fn connect(socket: &Path) -> Result<Self, ClientError> {
+        let io = |source| ClientError::Io {
+            path: socket.to_path_buf(),
+            source,
+        };
+        let stream = UnixStream::connect(socket).map_err(io)?;
+        let writer = stream.try_clone().map_err(io)?;
+        Ok(Self {
+            path: socket.to_path_buf(),
+            reader: BufReader::new(stream),
+            writer,
+        })
+    }
+
+    /// Sends one request and reads its answer.
+    pub fn call(&mut self, request: &Request) -> Result<Response, ClientError> {
+        let io = |source| ClientError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut line =
+            serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        line.push(b'\n');
+        self.writer.write_all(&line).map_err(io)?;
+        let mut answer = String::new();
+        let n = self
+            .reader
+            .read_line(&mut answer)
+            .map_err(|source| ClientError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        if n == 0 {
+            return Err(ClientError::Io {
+                path: self.path.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "supervisor closed the connection",
+                ),
+            });
+        }
+        match serde_json::from_str(&answer) {
+            Ok(Response::Error { kind, message }) => Err(ClientError::Refused { kind, message }),
+            Ok(response) => Ok(response),
+            Err(e) => Err(ClientError::Protocol(format!("{e}: {}", answer.trim_end()))),
+        }
+    }
+
+    fn container(&mut self, request: &Request) -> Result<ContainerInfo, ClientError> {
+        match self.call(request)? {
+            Response::Container { container } => Ok(container),
+            other => Err(ClientError::Protocol(format!(
+                "expected a container, got {other:?}"
+            ))),
+        }
+    }
+
+    fn ok(&mut self, request: &Request) -> Result<(), ClientError> {
+        match self.call(request)? {
+            Response::Ok => Ok(()),
+            other => Err(ClientError::Protocol(format!("expected ok, got {other:?}"))),
+        }
+    }
+
+    /// Creates a container from a bundle; its output goes to `log_path`.
+    pub fn create(
+        &mut self,
+        id: &str,
+        bundle: &Path,
+        log_path: &Path,
+    ) -> Result<ContainerInfo, ClientError> {
+        self.container(&Request::Create {
+            id: id.to_owned(),
+            bundle: bundle.to_path_buf(),
+            log_path: log_path.to_path_buf(),
+        })
+    }
+
+    /// Starts a created container.
+    pub fn start(&mut self, id: &str) -> Result<ContainerInfo, ClientError> {
+        self.container(&Request::Start { id: id.to_owned() })
+    }
+
+    /// Signals a container's processes.
+    pub fn kill(&mut self, id: &str, signal: i32) -> Result<(), ClientError> {
+        self.ok(&Request::Kill {
+            id: id.to_owned(),
+            signal,
+        })
+    }
+
+    /// Blocks until the container has exited.
+    pub fn wait(&mut self, id: &str) -> Result<ContainerInfo, ClientError> {
+        self.container(&Request::Wait { id: id.to_owned() })
+    }
+
+    /// One container's state.
+    pub fn status(&mut self, id: &str) -> Result<ContainerInfo, ClientError> {
+        self.container(&Request::Status { id: id.to_owned() })
+    }
+
+    /// Every container.
+    pub fn list(&mut self) -> Result<Vec<ContainerInfo>, ClientError> {
+        match self.call(&Request::List)? {
+            Response::Containers { containers } => Ok(containers),
+            other => Err(ClientError::Protocol(format!(
+                "expected containers, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Removes a container (killing it if it still runs).
+    pub fn delete(&mut self, id: &str) -> Result<(), ClientError> {
+        self.ok(&Request::Delete { id: id.to_owned() })
+    }
+}

@@ -1,0 +1,236 @@
+//! A container runtime on this machine, for end-to-end tests: a supervisor started
+//! from the release `armlet` binary, busybox root filesystems and OCI bundles.
+//! Tests using it need root (CI runs as root) and a real kernel.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use armlet_runtime::client::Client;
+use armlet_runtime::spec::{
+    ContainerConfig, Namespace, Namespaces, Resources, Security, User, build_spec,
+};
+use armlet_runtime::supervisor::socket_path;
+
+use crate::{HOST, release_binary};
+
+/// Panics unless running as root: these tests create namespaces and cgroups.
+pub fn require_root() {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?");
+    assert_eq!(
+        uid, "0",
+        "runtime end-to-end tests need root (CI runs them as root)"
+    );
+}
+
+/// A scratch directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A fresh directory named after the test.
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("armlet-e2e-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The busybox applets the tests use, linked into every rootfs.
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "sleep", "touch", "id", "pwd", "env", "head", "tail", "tr", "dd", "grep",
+    "seq", "hostname", "nc", "true", "false", "ls", "kill", "ipcs", "ipcmk", "wc", "mkdir", "rm",
+];
+
+/// Makes a busybox root filesystem (Debian's busybox-static) under `dir`.
+pub fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let rootfs = dir.join("rootfs");
+    for sub in ["bin", "proc", "dev", "sys", "etc", "tmp", "run"] {
+        fs::create_dir_all(rootfs.join(sub)).unwrap();
+    }
+    fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+        .expect("busybox-static (cargo xtask setup installs it)");
+    for applet in APPLETS {
+        symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    rootfs
+}
+
+/// A container description with test defaults: private namespaces, a cgroup
+/// under `/armlet-e2e/<group>/`, the given command.
+pub fn container(rootfs: &Path, group: &str, id: &str, args: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        rootfs: rootfs.to_path_buf(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        env: Vec::new(),
+        working_dir: None,
+        user: User::default(),
+        hostname: Some(id.to_owned()),
+        tty: false,
+        mounts: Vec::new(),
+        shm: None,
+        namespaces: Namespaces {
+            net: Namespace::Private,
+            ipc: Namespace::Private,
+            uts: Namespace::Private,
+            pid: Namespace::Private,
+        },
+        cgroups_path: PathBuf::from(format!("/armlet-e2e/{group}/{id}")),
+        resources: Resources::default(),
+        security: Security::default(),
+    }
+}
+
+/// Writes an OCI bundle for `config` under `dir/bundles/<id>` and returns it.
+pub fn bundle(dir: &Path, id: &str, config: &ContainerConfig) -> PathBuf {
+    let bundle = dir.join("bundles").join(id);
+    fs::create_dir_all(&bundle).unwrap();
+    build_spec(config)
+        .unwrap()
+        .save(bundle.join("config.json"))
+        .unwrap();
+    bundle
+}
+
+/// Removes the test cgroups of `group` from every hierarchy (v1 and v2).
+pub fn remove_cgroups(group: &str) {
+    let Ok(entries) = fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut roots: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    roots.push(PathBuf::from("/sys/fs/cgroup"));
+    for root in roots {
+        let base = root.join("armlet-e2e").join(group);
+        if let Ok(children) = fs::read_dir(&base) {
+            for child in children.flatten().filter(|c| c.path().is_dir()) {
+                let _ = fs::remove_dir(child.path());
+            }
+        }
+        let _ = fs::remove_dir(&base);
+    }
+}
+
+/// Lists the test cgroups of `group` left in any hierarchy.
+pub fn leftover_cgroups(group: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir("/sys/fs/cgroup") else {
+        return found;
+    };
+    let mut roots: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    roots.push(PathBuf::from("/sys/fs/cgroup"));
+    for root in roots {
+        if let Ok(children) = fs::read_dir(root.join("armlet-e2e").join(group)) {
+            found.extend(children.flatten().map(|c| c.path()).filter(|p| p.is_dir()));
+        }
+    }
+    found
+}
+
+/// A running `armlet supervise`, stopped (SIGTERM) when dropped.
+pub struct Supervisor {
+    /// Its root directory.
+    pub root: PathBuf,
+    child: Child,
+}
+
+impl Supervisor {
+    /// Starts `armlet supervise` on `root` and waits until it answers.
+    pub fn start(root: &Path) -> Self {
+        let child = Command::new(release_binary(&HOST))
+            .args(["--runtime-root"])
+            .arg(root)
+            .arg("supervise")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let sup = Self {
+            root: root.to_path_buf(),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Client::connect(&socket_path(root)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "supervisor did not come up on {}",
+                root.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sup
+    }
+
+    /// A new connection.
+    pub fn client(&self) -> Client {
+        Client::connect(&socket_path(&self.root)).unwrap()
+    }
+
+    /// The supervisor's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the supervisor with SIGKILL, as a crash would.
+    pub fn crash(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::forget(self);
+    }
+
+    /// Open file descriptors of the supervisor (to check for leaks).
+    pub fn open_fds(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// A cgroup file of a test container, from the v1 hierarchy of `controller` or
+/// from the v2 unified one, whichever the machine has.
+pub fn cgroup_file(group: &str, id: &str, controller: &str, file: &str) -> Option<String> {
+    let relative = format!("armlet-e2e/{group}/{id}/{file}");
+    [
+        Path::new("/sys/fs/cgroup").join(controller).join(&relative),
+        Path::new("/sys/fs/cgroup").join(&relative),
+    ]
+    .iter()
+    .find_map(|p| fs::read_to_string(p).ok())
+}
+
+/// Mount points whose path contains `needle` (from /proc/self/mountinfo).
+pub fn mounts_containing(needle: &str) -> Vec<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|p| p.contains(needle))
+        .map(String::from)
+        .collect()
+}

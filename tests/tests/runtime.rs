@@ -1,0 +1,416 @@
+//! armlet's container runtime on the real kernel: namespaces, cgroups, seccomp,
+//! CRI logs and the supervisor, driven through its socket as the agent drives it.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use armlet_runtime::logs::{CollectOptions, read_lines};
+use armlet_runtime::protocol::{ContainerInfo, ContainerState, ErrorKind};
+use armlet_runtime::spec::{BindMount, ContainerConfig, Seccomp};
+use armlet_tests::node::{
+    Supervisor, TempDir, bundle, busybox_rootfs, cgroup_file, container, leftover_cgroups,
+    mounts_containing, remove_cgroups, require_root,
+};
+
+/// Creates, starts and waits for one container; returns its final info and output lines.
+fn run(
+    sup: &Supervisor,
+    dir: &Path,
+    id: &str,
+    config: &ContainerConfig,
+) -> (ContainerInfo, Vec<String>) {
+    let mut client = sup.client();
+    let bundle = bundle(dir, id, config);
+    let log = dir.join("logs").join(format!("{id}.log"));
+    client.create(id, &bundle, &log).unwrap();
+    client.start(id).unwrap();
+    let info = client.wait(id).unwrap();
+    let lines = log_lines(&log);
+    client.delete(id).unwrap();
+    (info, lines)
+}
+
+fn log_lines(log: &Path) -> Vec<String> {
+    read_lines(log, &CollectOptions::default())
+        .unwrap()
+        .lines
+        .into_iter()
+        .map(|l| String::from_utf8_lossy(&l.content).into_owned())
+        .collect()
+}
+
+/// Waits (at most 10 s) until the container has logged something.
+fn wait_for_output(client: &mut armlet_runtime::client::Client, id: &str, log: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log_lines(log).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} printed nothing: {:?}",
+            client.status(id)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn exit_code(info: &ContainerInfo) -> i32 {
+    info.exit
+        .as_ref()
+        .expect("exited container has an exit status")
+        .exit_code
+}
+
+struct Fixture {
+    dir: TempDir,
+    group: &'static str,
+    rootfs: std::path::PathBuf,
+    sup: Supervisor,
+}
+
+impl Fixture {
+    fn new(group: &'static str) -> Self {
+        require_root();
+        remove_cgroups(group);
+        let dir = TempDir::new(group);
+        let rootfs = busybox_rootfs(dir.path());
+        let sup = Supervisor::start(&dir.path().join("runtime"));
+        Self {
+            dir,
+            group,
+            rootfs,
+            sup,
+        }
+    }
+
+    fn config(&self, id: &str, script: &str) -> ContainerConfig {
+        container(&self.rootfs, self.group, id, &["/bin/sh", "-c", script])
+    }
+
+    fn run(&self, id: &str, config: &ContainerConfig) -> (ContainerInfo, Vec<String>) {
+        run(&self.sup, self.dir.path(), id, config)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        // A failed test must not leave containers running on the machine.
+        let mut client = self.sup.client();
+        for c in client.list().unwrap_or_default() {
+            let _ = client.delete(&c.id);
+        }
+        remove_cgroups(self.group);
+    }
+}
+
+#[test]
+fn exit_code_and_both_streams_reach_the_cri_log() {
+    let f = Fixture::new("exit");
+    let (info, lines) = f.run(
+        "c-exit",
+        &f.config("c-exit", "echo out; echo err >&2; exit 7"),
+    );
+    assert_eq!(info.state, ContainerState::Exited);
+    assert_eq!(exit_code(&info), 7);
+    assert_eq!(info.exit.as_ref().unwrap().reason(), "Error");
+    assert!(info.started_at.is_some());
+    assert_eq!(lines, vec!["out", "err"]);
+    // The file itself is in the CRI format the kubelet and log shippers read.
+    let raw = fs::read_to_string(f.dir.path().join("logs/c-exit.log")).unwrap();
+    let records: Vec<&str> = raw.lines().collect();
+    assert_eq!(records.len(), 2, "{raw}");
+    assert!(records[0].ends_with(" stdout F out"), "{raw}");
+    assert!(records[1].ends_with(" stderr F err"), "{raw}");
+    assert_eq!(
+        records[0].find(' '),
+        Some(30),
+        "RFC 3339 with nine fractional digits: {raw}"
+    );
+}
+
+#[test]
+fn signals_reach_the_container() {
+    let f = Fixture::new("signal");
+    let mut client = f.sup.client();
+    // PID 1 of a PID namespace only receives signals it handles (or SIGKILL),
+    // exactly as under containerd: a trap makes SIGTERM a graceful exit.
+    let script = "trap 'echo bye; exit 42' TERM; echo ready; while true; do sleep 0.1; done";
+    let b = bundle(f.dir.path(), "c-term", &f.config("c-term", script));
+    let log = f.dir.path().join("logs/c-term.log");
+    client.create("c-term", &b, &log).unwrap();
+    assert_eq!(
+        client.start("c-term").unwrap().state,
+        ContainerState::Running
+    );
+    wait_for_output(&mut client, "c-term", &log);
+    client.kill("c-term", 15).unwrap();
+    let exit = client.wait("c-term").unwrap().exit.unwrap();
+    assert_eq!((exit.exit_code, exit.signal), (42, None));
+    // (busybox may add "Terminated" for the `sleep` the exiting shell leaves.)
+    let lines = log_lines(&log);
+    assert!(
+        lines.starts_with(&["ready".to_owned(), "bye".to_owned()]),
+        "{lines:?}"
+    );
+    client.delete("c-term").unwrap();
+    assert_eq!(
+        client.status("c-term").unwrap_err().kind(),
+        Some(ErrorKind::NotFound)
+    );
+
+    let b = bundle(
+        f.dir.path(),
+        "c-kill",
+        &f.config("c-kill", "exec sleep 1000"),
+    );
+    client.create("c-kill", &b, &log).unwrap();
+    client.start("c-kill").unwrap();
+    client.kill("c-kill", 9).unwrap();
+    let exit = client.wait("c-kill").unwrap().exit.unwrap();
+    assert_eq!((exit.exit_code, exit.signal), (137, Some(9)));
+    assert!(!exit.oom_killed);
+    client.delete("c-kill").unwrap();
+}
+
+#[test]
+fn env_args_working_dir_user_and_hostname_are_applied() {
+    let f = Fixture::new("process");
+    let mut config = f.config(
+        "c-proc",
+        "echo $FOO $(id -u):$(id -g) $(pwd) $(hostname) \"$1\"",
+    );
+    config.args.push("arg0".into());
+    config.args.push("first arg".into());
+    config.env.push("FOO=bar".into());
+    config.working_dir = Some("/tmp".into());
+    config.user.uid = 1000;
+    config.user.gid = 2000;
+    config.hostname = Some("web-0".into());
+    let (info, lines) = f.run("c-proc", &config);
+    assert_eq!(exit_code(&info), 0, "{lines:?}");
+    assert_eq!(lines, vec!["bar 1000:2000 /tmp web-0 first arg"]);
+}
+
+#[test]
+fn read_only_root_filesystem_is_enforced() {
+    let f = Fixture::new("rofs");
+    let script = "touch /tmp/x && echo wrote; touch /x 2>/dev/null && echo root-writable || echo root-read-only";
+    let mut config = f.config("c-rw", script);
+    let (_, lines) = f.run("c-rw", &config);
+    assert_eq!(lines, vec!["wrote", "root-writable"]);
+    // Read-only root, with a writable volume on /tmp (an emptyDir, say).
+    let volume = f.dir.path().join("tmp-volume");
+    fs::create_dir_all(&volume).unwrap();
+    config.security.read_only_root_filesystem = true;
+    config.mounts.push(BindMount {
+        source: volume.clone(),
+        destination: "/tmp".into(),
+        read_only: false,
+    });
+    let (_, lines) = f.run("c-ro", &config);
+    assert_eq!(lines, vec!["wrote", "root-read-only"]);
+    assert!(volume.join("x").exists(), "the write went to the volume");
+}
+
+#[test]
+fn dropped_capabilities_are_really_dropped() {
+    let f = Fixture::new("caps");
+    let script = "grep CapEff /proc/self/status; hostname changed 2>/dev/null && echo can-set-hostname || echo cannot";
+    let (_, lines) = f.run("c-defcaps", &f.config("c-defcaps", script));
+    // containerd's default set, and no CAP_SYS_ADMIN to rename the host.
+    assert_eq!(lines, vec!["CapEff:\t00000000a80425fb", "cannot"]);
+
+    let mut config = f.config("c-nocaps", script);
+    config.security.drop_capabilities = vec!["ALL".into()];
+    let (_, lines) = f.run("c-nocaps", &config);
+    assert_eq!(lines, vec!["CapEff:\t0000000000000000", "cannot"]);
+
+    let mut config = f.config("c-sysadmin", script);
+    config.security.add_capabilities = vec!["SYS_ADMIN".into()];
+    let (_, lines) = f.run("c-sysadmin", &config);
+    assert_eq!(lines[1], "can-set-hostname");
+}
+
+#[test]
+fn runtime_default_seccomp_refuses_namespace_escapes() {
+    let f = Fixture::new("seccomp");
+    let script = "grep Seccomp: /proc/self/status; dd if=/dev/zero of=/dev/null count=1 2>/dev/null && echo syscalls-work";
+    let mut config = f.config("c-unconfined", script);
+    let (_, lines) = f.run("c-unconfined", &config);
+    assert_eq!(lines, vec!["Seccomp:\t0", "syscalls-work"]);
+    config.security.seccomp = Seccomp::RuntimeDefault;
+    let (_, lines) = f.run("c-default", &config);
+    assert_eq!(lines, vec!["Seccomp:\t2", "syscalls-work"]);
+}
+
+#[test]
+fn memory_limit_ends_in_oom_killed() {
+    let f = Fixture::new("oom");
+    // `tail` keeps the "last line" of an endless newline-free stream in memory.
+    let mut config = f.config("c-oom", "tail /dev/zero");
+    config.resources.memory_limit = Some(16 << 20);
+    let (info, _) = f.run("c-oom", &config);
+    let exit = info.exit.unwrap();
+    assert!(exit.oom_killed, "{exit:?}");
+    assert_eq!(exit.reason(), "OOMKilled");
+    assert_eq!((exit.exit_code, exit.signal), (137, Some(9)));
+}
+
+#[test]
+fn pids_limit_stops_fork_bombs() {
+    let f = Fixture::new("pids");
+    let mut client = f.sup.client();
+    let script = "i=0; while [ $i -lt 30 ]; do sleep 60 & i=$((i+1)); done; echo spawned $i";
+    let mut config = f.config("c-pids", script);
+    config.resources.pids_limit = Some(10);
+    let b = bundle(f.dir.path(), "c-pids", &config);
+    let log = f.dir.path().join("logs/c-pids.log");
+    client.create("c-pids", &b, &log).unwrap();
+    client.start("c-pids").unwrap();
+    let info = client.wait("c-pids").unwrap();
+    let max = cgroup_file(f.group, "c-pids", "pids", "pids.max").expect("pids cgroup");
+    assert_eq!(max.trim(), "10");
+    // The shell and nine sleeps fit; the tenth fork fails and the shell gives up.
+    let lines = log_lines(&log);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("can't fork"), "{lines:?}");
+    assert_eq!(exit_code(&info), 2);
+    client.delete("c-pids").unwrap();
+}
+
+#[test]
+fn containers_and_logs_survive_a_supervisor_crash() {
+    require_root();
+    let group = "survive";
+    remove_cgroups(group);
+    let dir = TempDir::new(group);
+    let rootfs = busybox_rootfs(dir.path());
+    let root = dir.path().join("runtime");
+    let config = container(
+        &rootfs,
+        group,
+        "c-long",
+        &[
+            "/bin/sh",
+            "-c",
+            "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.05; done",
+        ],
+    );
+    let b = bundle(dir.path(), "c-long", &config);
+    let log = dir.path().join("logs/c-long.log");
+
+    let sup = Supervisor::start(&root);
+    let mut client = sup.client();
+    client.create("c-long", &b, &log).unwrap();
+    let pid = client.start("c-long").unwrap().pid;
+    std::thread::sleep(Duration::from_millis(400));
+    // The agent's connection going away changes nothing.
+    drop(client);
+    let mut client = sup.client();
+    assert_eq!(
+        client.status("c-long").unwrap().state,
+        ContainerState::Running
+    );
+
+    sup.crash();
+    // Output written while no supervisor runs waits in the fifo.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = log_lines(&log).len();
+    let sup = Supervisor::start(&root);
+    let mut client = sup.client();
+    let info = client.status("c-long").unwrap();
+    assert_eq!((info.state, info.pid), (ContainerState::Running, pid));
+    std::thread::sleep(Duration::from_millis(500));
+    let lines = log_lines(&log);
+    assert!(
+        lines.len() > before + 3,
+        "logging continued: {before} then {}",
+        lines.len()
+    );
+    // No line lost or repeated across the crash.
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line, &format!("line {i}"));
+    }
+    client.kill("c-long", 9).unwrap();
+    let info = client.wait("c-long").unwrap();
+    // Not our child any more: the exit is seen, its code is not.
+    assert_eq!(exit_code(&info), 255);
+    client.delete("c-long").unwrap();
+    drop(sup);
+    remove_cgroups(group);
+}
+
+#[test]
+fn repeated_create_and_delete_leaves_nothing_behind() {
+    let f = Fixture::new("cycles");
+    let mut client = f.sup.client();
+    let config = f.config("c-cycle", "true");
+    let b = bundle(f.dir.path(), "c-cycle", &config);
+    let mut fds_after_first = 0;
+    for i in 0..200 {
+        let id = format!("c-cycle-{i}");
+        let log = f.dir.path().join("logs").join(format!("{id}.log"));
+        client.create(&id, &b, &log).unwrap();
+        if i % 2 == 0 {
+            client.start(&id).unwrap();
+            assert_eq!(client.wait(&id).unwrap().exit.unwrap().exit_code, 0);
+        }
+        // Odd ones are deleted without ever starting.
+        client.delete(&id).unwrap();
+        if i == 1 {
+            // After one cycle of each kind: whatever is opened once is open.
+            fds_after_first = f.sup.open_fds();
+        }
+    }
+    assert!(client.list().unwrap().is_empty());
+    assert_eq!(
+        f.sup.open_fds(),
+        fds_after_first,
+        "no descriptor leaks per container"
+    );
+    assert!(
+        leftover_cgroups(f.group).is_empty(),
+        "{:?}",
+        leftover_cgroups(f.group)
+    );
+    assert!(mounts_containing(&f.dir.path().to_string_lossy()).is_empty());
+    let runtime = f.dir.path().join("runtime");
+    assert_eq!(fs::read_dir(runtime.join("containers")).unwrap().count(), 0);
+    assert_eq!(fs::read_dir(runtime.join("state")).unwrap().count(), 0);
+}
+
+#[test]
+fn bad_requests_are_refused_cleanly() {
+    let f = Fixture::new("bad");
+    let mut client = f.sup.client();
+    let log = f.dir.path().join("logs/x.log");
+    let err = client.create("../escape", f.dir.path(), &log).unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::BadRequest));
+    let err = client
+        .create("c-nobundle", &f.dir.path().join("missing"), &log)
+        .unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::BadRequest));
+    assert_eq!(
+        client.start("nope").unwrap_err().kind(),
+        Some(ErrorKind::NotFound)
+    );
+    // A command that does not exist fails at create and leaves nothing.
+    let config = container(&f.rootfs, f.group, "c-nocmd", &["/bin/no-such-command"]);
+    let b = bundle(f.dir.path(), "c-nocmd", &config);
+    let err = client.create("c-nocmd", &b, &log).unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::Failed));
+    assert!(err.to_string().contains("no-such-command"), "{err}");
+    assert!(client.list().unwrap().is_empty());
+    let config = f.config("c-twice", "sleep 100");
+    let b = bundle(f.dir.path(), "c-twice", &config);
+    client.create("c-twice", &b, &log).unwrap();
+    assert_eq!(
+        client.create("c-twice", &b, &log).unwrap_err().kind(),
+        Some(ErrorKind::AlreadyExists)
+    );
+    client.start("c-twice").unwrap();
+    assert_eq!(
+        client.start("c-twice").unwrap_err().kind(),
+        Some(ErrorKind::InvalidState)
+    );
+    client.delete("c-twice").unwrap();
+}

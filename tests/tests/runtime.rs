@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use armlet_runtime::logs::{CollectOptions, read_lines};
 use armlet_runtime::protocol::{ContainerInfo, ContainerState, ErrorKind};
-use armlet_runtime::spec::{BindMount, ContainerConfig, Seccomp};
+use armlet_runtime::sandbox::{Sandbox, SandboxConfig};
+use armlet_runtime::spec::{BindMount, ContainerConfig, Namespace, Seccomp};
 use armlet_tests::node::{
     Supervisor, TempDir, bundle, busybox_rootfs, cgroup_file, container, leftover_cgroups,
     mounts_containing, remove_cgroups, require_root,
@@ -413,4 +414,65 @@ fn bad_requests_are_refused_cleanly() {
         Some(ErrorKind::InvalidState)
     );
     client.delete("c-twice").unwrap();
+}
+
+#[test]
+fn containers_of_a_pod_share_localhost_ipc_and_hostname() {
+    let f = Fixture::new("pod");
+    let sandbox = Sandbox::create(
+        &f.dir.path().join("sandboxes"),
+        &SandboxConfig {
+            pod_id: "pod-a".into(),
+            hostname: "pod-a".into(),
+            host_network: false,
+            host_ipc: false,
+        },
+    )
+    .unwrap();
+    let in_pod = |id: &str, script: &str| {
+        let mut config = f.config(id, script);
+        config.namespaces.net = Namespace::Join(sandbox.net_path().unwrap().to_path_buf());
+        config.namespaces.ipc = Namespace::Join(sandbox.ipc_path().unwrap().to_path_buf());
+        config.namespaces.uts = Namespace::Join(sandbox.uts_path().unwrap().to_path_buf());
+        config.hostname = Some("pod-a".into());
+        config
+    };
+    let mut client = f.sup.client();
+    // The server: a POSIX message queue (it lives in the pod's IPC namespace, seen
+    // through /dev/mqueue) for the other container to find, then a TCP answer on
+    // the pod's localhost.
+    let server = in_pod(
+        "c-server",
+        "touch /dev/mqueue/pod-queue && echo queue-made; echo hello-from-server | nc -l -p 8080 -w 10 127.0.0.1",
+    );
+    let b = bundle(f.dir.path(), "c-server", &server);
+    let server_log = f.dir.path().join("logs/c-server.log");
+    client.create("c-server", &b, &server_log).unwrap();
+    client.start("c-server").unwrap();
+    wait_for_output(&mut client, "c-server", &server_log);
+
+    let (info, lines) = f.run(
+        "c-client",
+        &in_pod(
+            "c-client",
+            "hostname; ls /dev/mqueue; for i in $(seq 50); do nc 127.0.0.1 8080 && break; sleep 0.1; done",
+        ),
+    );
+    assert_eq!(exit_code(&info), 0, "{lines:?}");
+    assert_eq!(lines, vec!["pod-a", "pod-queue", "hello-from-server"]);
+    let server = client.wait("c-server").unwrap();
+    assert_eq!(exit_code(&server), 0);
+    client.delete("c-server").unwrap();
+
+    // A container outside the pod sees neither.
+    let (_, lines) = f.run(
+        "c-outside",
+        &f.config(
+            "c-outside",
+            "ls /dev/mqueue | wc -l; nc -w 1 127.0.0.1 8080 || echo refused",
+        ),
+    );
+    assert_eq!(lines.first().map(String::as_str), Some("0"));
+    assert_eq!(lines.last().map(String::as_str), Some("refused"));
+    sandbox.remove().unwrap();
 }

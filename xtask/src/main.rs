@@ -2,8 +2,10 @@
 //!
 //! One entry point for a newcomer and for CI: `setup` makes a Debian 12 machine
 //! ready, `build` cross-builds the static binary, `demo` shows it run on every
-//! target, `test` runs the whole suite.
+//! target, `test` runs the whole suite, `bench` measures armlet beside the
+//! alternatives.
 
+mod bench;
 mod build;
 mod cmd;
 mod setup;
@@ -24,6 +26,8 @@ commands:
   demo                        build release binaries for all targets and run `armlet --version` on each
                               (ARM ones under qemu-user with an empty root)
   test                        the whole suite: fmt, clippy, release builds, host tests, ARM unit tests
+  bench runtime               container create/start/wait/delete with armlet, crun and runc side by
+                              side, and the armlet supervisor's memory with idle containers (root)
 ";
 
 /// An error that ends the xtask with a message (no backtrace: these are user-facing).
@@ -85,6 +89,10 @@ fn run(args: &[String]) -> Result<()> {
         "test" => {
             no_options(rest)?;
             test::run(&build::Workspace::new(root))
+        }
+        "bench" => {
+            let bench = bench::Bench::parse(rest).map_err(|e| fail!("{e}\n\n{USAGE}"))?;
+            bench.run(&build::Workspace::new(root))
         }
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
@@ -167,5 +175,7 @@ mod tests {
         assert!(parse_build_options(&args(&["--target"])).is_err());
         assert!(parse_build_options(&args(&["--fast"])).is_err());
         assert!(run(&args(&["frobnicate"])).is_err());
+        assert!(run(&args(&["bench"])).is_err());
+        assert!(run(&args(&["bench", "nothing"])).is_err());
     }
 }

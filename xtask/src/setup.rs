@@ -35,6 +35,9 @@ const HOST_PACKAGES: &[&str] = &[
     "pkg-config",
     // Root filesystems for runtime tests.
     "busybox-static",
+    // The runtimes armlet's is measured against (`cargo xtask bench runtime`).
+    "crun",
+    "runc",
 ];
 
 /// Debian's Rust toolchain packages, installed at one chosen version.

@@ -160,6 +160,16 @@ impl Client {
         }
     }
 
+    /// A running container's CPU and memory usage.
+    pub fn stats(&mut self, id: &str) -> Result<crate::stats::Usage, ClientError> {
+        match self.call(&Request::Stats { id: id.to_owned() })? {
+            Response::Usage { usage } => Ok(usage),
+            other => Err(ClientError::Protocol(format!(
+                "expected usage, got {other:?}"
+            ))),
+        }
+    }
+
     /// Removes a container (killing it if it still runs).
     pub fn delete(&mut self, id: &str) -> Result<(), ClientError> {
         self.ok(&Request::Delete { id: id.to_owned() })

@@ -9,6 +9,7 @@
 //!   bind-mounted namespace files instead of a pause container;
 //! - [`logs`]: stdout/stderr in the Kubernetes CRI log format, rotated by size;
 //! - [`state`]: crash-safe records on disk (exit status survives agent restarts);
+//! - [`stats`]: CPU and memory usage from cgroups, for `kubectl top`;
 //! - [`time`]: RFC 3339 timestamps with nanoseconds, as CRI logs and statuses use;
 //! - [`supervisor`]: the single-threaded process that owns every container,
 //!   spoken to over [`protocol`] with a [`client`].
@@ -19,5 +20,6 @@ pub mod protocol;
 pub mod sandbox;
 pub mod spec;
 pub mod state;
+pub mod stats;
 pub mod supervisor;
 pub mod time;

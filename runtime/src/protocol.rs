@@ -53,6 +53,11 @@ pub enum Request {
     },
     /// Every container's state.
     List,
+    /// A container's CPU and memory usage (from its cgroup).
+    Stats {
+        /// Container id.
+        id: String,
+    },
     /// Remove a container: kill what still runs, remove its cgroups and state.
     /// The log file stays (the kubelet keeps logs of dead containers).
     Delete {
@@ -109,6 +114,11 @@ pub enum Response {
     Containers {
         /// The containers, sorted by id.
         containers: Vec<ContainerInfo>,
+    },
+    /// Resource usage (answers Stats).
+    Usage {
+        /// The container's usage.
+        usage: crate::stats::Usage,
     },
     /// The request failed.
     Error {

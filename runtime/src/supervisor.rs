@@ -433,6 +433,16 @@ impl Supervisor {
                 containers: self.containers.values().map(|e| e.info.clone()).collect(),
             }),
             Request::Delete { id } => self.delete(&id).map(|()| Response::Ok),
+            Request::Stats { id } => match self.containers.get(&id) {
+                None => Err(not_found(&id)),
+                Some(entry) if entry.info.state != ContainerState::Running => Err(error(
+                    ErrorKind::InvalidState,
+                    format!("container {id} is not running"),
+                )),
+                Some(entry) => crate::stats::read(&entry.cgroup)
+                    .map(|usage| Response::Usage { usage })
+                    .map_err(|e| error(ErrorKind::Failed, e.to_string())),
+            },
         };
         Some(result.unwrap_or_else(Response::from))
     }
@@ -503,6 +513,8 @@ impl Supervisor {
             outputs.push(Output { stream, fifo });
             container_ends.push(OwnedFd::from(end));
         }
+        let (effective, oom_score_adj) =
+            prepare_bundle(bundle, dir).map_err(|e| failed("reading the bundle", &e))?;
         let stdin = File::open("/dev/null").map_err(|e| failed("opening /dev/null", &e))?;
         let stderr = container_ends.pop().expect("two ends were pushed");
         let stdout = container_ends.pop().expect("two ends were pushed");
@@ -515,7 +527,7 @@ impl Supervisor {
             .validate_id()
             .map_err(|e| failed("container id", &e))?;
         let container = builder
-            .as_init(bundle)
+            .as_init(&effective)
             .with_systemd(false)
             .with_detach(true)
             .build()
@@ -524,6 +536,9 @@ impl Supervisor {
             .pid()
             .ok_or_else(|| error(ErrorKind::Failed, "libcontainer reported no pid".into()))?
             .as_raw();
+        if let Some(adj) = oom_score_adj {
+            apply_oom_score_adj(id, pid, adj);
+        }
         let info = ContainerInfo {
             id: id.to_owned(),
             state: ContainerState::Created,
@@ -851,6 +866,46 @@ fn send_all(stream: &UnixStream, mut bytes: &[u8]) -> bool {
         }
     }
     true
+}
+
+/// The bundle libcontainer should use, and the `oom_score_adj` to give the
+/// container ourselves.
+///
+/// libcontainer writes a spec's `oom_score_adj` into `/proc/self`, i.e. into the
+/// calling process, for the child to inherit: fine for a one-shot runtime CLI,
+/// wrong for a long-lived supervisor (it would take on each container's score).
+/// So a spec carrying one is copied into the container's directory without it, and
+/// [`apply_oom_score_adj`] sets it on the container's init after creation.
+fn prepare_bundle(
+    bundle: &Path,
+    dir: &Path,
+) -> Result<(PathBuf, Option<i32>), oci_spec::OciSpecError> {
+    let mut spec = oci_spec::runtime::Spec::load(bundle.join("config.json"))?;
+    let Some(mut process) = spec.process().clone() else {
+        return Ok((bundle.to_path_buf(), None));
+    };
+    let Some(wanted) = process.oom_score_adj() else {
+        return Ok((bundle.to_path_buf(), None));
+    };
+    // The copy lives elsewhere: a root path relative to the bundle must not break.
+    spec.canonicalize_rootfs(bundle)?;
+    process.set_oom_score_adj(None);
+    spec.set_process(Some(process));
+    spec.save(dir.join("config.json"))?;
+    Ok((dir.to_path_buf(), Some(wanted)))
+}
+
+/// Sets a container init's `oom_score_adj` before its command runs. Lowering a
+/// score needs CAP_SYS_RESOURCE, which some VMs withhold (k3s has
+/// `restrict_oom_score_adj` for them): then the container keeps the score it
+/// inherited, the lowest this host allows, rather than failing over a hint.
+fn apply_oom_score_adj(id: &str, pid: i32, wanted: i32) {
+    let path = format!("/proc/{pid}/oom_score_adj");
+    if let Err(e) = fs::write(&path, wanted.to_string()) {
+        eprintln!(
+            "supervisor: {id}: cannot set oom_score_adj {wanted} ({e}); keeping the inherited score"
+        );
+    }
 }
 
 /// The start time of a process (field 22 of /proc/<pid>/stat), which with the

@@ -476,3 +476,45 @@ fn containers_of_a_pod_share_localhost_ipc_and_hostname() {
     assert_eq!(lines.last().map(String::as_str), Some("refused"));
     sandbox.remove().unwrap();
 }
+
+#[test]
+fn oom_score_adj_is_applied_or_raised_to_what_the_host_allows() {
+    let f = Fixture::new("oomadj");
+    let mut config = f.config("c-adj-up", "cat /proc/self/oom_score_adj");
+    config.security.oom_score_adj = Some(999);
+    let (info, lines) = f.run("c-adj-up", &config);
+    assert_eq!((exit_code(&info), lines), (0, vec!["999".to_owned()]));
+    // Guaranteed pods get -997; a host without CAP_SYS_RESOURCE (like this VM)
+    // cannot lower scores, and the container must run all the same.
+    let mut config = f.config("c-adj-down", "cat /proc/self/oom_score_adj");
+    config.security.oom_score_adj = Some(-997);
+    let (info, lines) = f.run("c-adj-down", &config);
+    assert_eq!(exit_code(&info), 0, "{lines:?}");
+    let got: i32 = lines[0].parse().unwrap();
+    assert!((-997..=0).contains(&got), "{got}");
+    // And the supervisor keeps its own score whatever its containers get.
+    let own = fs::read_to_string(format!("/proc/{}/oom_score_adj", f.sup.pid())).unwrap();
+    assert_eq!(own.trim(), "0");
+}
+
+#[test]
+fn a_running_container_reports_cpu_and_memory_usage() {
+    let f = Fixture::new("stats");
+    let mut client = f.sup.client();
+    // Burn some CPU, then hold ~8 MiB in a shell variable and idle.
+    let script = "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; \
+                  x=$(head -c 8000000 /dev/zero | tr '\\0' x); echo ready; exec sleep 1000";
+    let b = bundle(f.dir.path(), "c-stats", &f.config("c-stats", script));
+    let log = f.dir.path().join("logs/c-stats.log");
+    client.create("c-stats", &b, &log).unwrap();
+    client.start("c-stats").unwrap();
+    wait_for_output(&mut client, "c-stats", &log);
+    let usage = client.stats("c-stats").unwrap();
+    assert!(usage.cpu_usage_ns > 10_000_000, "{usage:?}");
+    assert!(usage.memory_working_set_bytes > 100_000, "{usage:?}");
+    client.delete("c-stats").unwrap();
+    assert_eq!(
+        client.stats("c-stats").unwrap_err().kind(),
+        Some(ErrorKind::NotFound)
+    );
+}

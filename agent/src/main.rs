@@ -53,6 +53,23 @@ enum Command {
         #[arg(long)]
         timestamps: bool,
     },
+    /// Run a command in a running container, with this terminal's stdin, stdout
+    /// and stderr; exits with the command's exit code.
+    Exec {
+        /// Container id.
+        id: String,
+        /// Extra environment, NAME=value (repeatable).
+        #[arg(short, long = "env")]
+        env: Vec<String>,
+        /// Command and arguments.
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
+    /// Show a running container's CPU and memory usage.
+    Stats {
+        /// Container id.
+        id: String,
+    },
     /// Stop a container: SIGTERM, then SIGKILL after the timeout.
     Stop {
         /// Container id.
@@ -83,6 +100,11 @@ fn main() -> Result<()> {
             tail,
             timestamps,
         } => ops::logs(&root, &id, tail, timestamps),
+        Command::Exec { id, env, command } => {
+            let code = ops::exec(&root, &id, &env, &command)?;
+            std::process::exit(code);
+        }
+        Command::Stats { id } => ops::stats(&root, &id),
         Command::Stop { id, timeout } => ops::stop(&root, &id, timeout),
         Command::Rm { ids } => ops::rm(&root, &ids),
     }
@@ -110,6 +132,12 @@ mod tests {
         assert_eq!(cli.runtime_root, PathBuf::from(DEFAULT_RUNTIME_ROOT));
         assert!(matches!(cli.command, Command::Logs { ref id, tail: Some(5), .. } if id == "c1"));
         assert!(Cli::try_parse_from(["armlet", "rm"]).is_err());
+        let cli = Cli::try_parse_from(["armlet", "exec", "c1", "-e", "A=1", "--", "sh", "-c", "x"])
+            .unwrap();
+        assert!(
+            matches!(cli.command, Command::Exec { ref command, ref env, .. } if command.len() == 3 && env == &["A=1"])
+        );
+        assert!(Cli::try_parse_from(["armlet", "exec", "c1"]).is_err());
         assert!(Cli::try_parse_from(["armlet", "stop", "c1", "--timeout", "soon"]).is_err());
     }
 }

@@ -85,6 +85,35 @@ pub fn logs(root: &Path, id: &str, tail: Option<usize>, timestamps: bool) -> Res
     Ok(())
 }
 
+/// Runs a command in a container with this process's stdio; returns its exit code.
+pub fn exec(root: &Path, id: &str, env: &[String], command: &[String]) -> Result<i32> {
+    use std::os::fd::AsFd;
+    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    let code = connect(root)?.exec(
+        id,
+        command,
+        env,
+        [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
+    )?;
+    Ok(code)
+}
+
+/// Prints a running container's usage.
+pub fn stats(root: &Path, id: &str) -> Result<()> {
+    let usage = connect(root)?.stats(id)?;
+    println!(
+        "{:<40} {:>14} {:>14}",
+        "CONTAINER", "CPU (ms)", "MEMORY (KiB)"
+    );
+    println!(
+        "{:<40} {:>14} {:>14}",
+        id,
+        usage.cpu_usage_ns / 1_000_000,
+        usage.memory_working_set_bytes / 1024
+    );
+    Ok(())
+}
+
 /// SIGTERM, then SIGKILL when the container outlives `timeout` seconds.
 pub fn stop(root: &Path, id: &str, timeout: u64) -> Result<()> {
     let mut client = connect(root)?;

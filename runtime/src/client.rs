@@ -1,7 +1,10 @@
 //! A blocking client for the supervisor's control socket.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, IoSlice, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
+
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use std::path::{Path, PathBuf};
 
 use crate::protocol::{ContainerInfo, ErrorKind, Request, Response};
@@ -65,6 +68,12 @@ impl Client {
 
     /// Sends one request and reads its answer.
     pub fn call(&mut self, request: &Request) -> Result<Response, ClientError> {
+        self.call_with_fds(request, &[])
+    }
+
+    /// Sends one request with file descriptors attached (SCM_RIGHTS) and reads
+    /// its answer.
+    fn call_with_fds(&mut self, request: &Request, fds: &[RawFd]) -> Result<Response, ClientError> {
         let io = |source| ClientError::Io {
             path: self.path.clone(),
             source,
@@ -72,7 +81,28 @@ impl Client {
         let mut line =
             serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
         line.push(b'\n');
-        self.writer.write_all(&line).map_err(io)?;
+        if fds.is_empty() {
+            self.writer.write_all(&line).map_err(io)?;
+        } else {
+            // The descriptors travel with the first byte of the request, so the
+            // supervisor has them in hand when it parses the line.
+            let rights = [ControlMessage::ScmRights(fds)];
+            let sent = sendmsg::<()>(
+                self.writer.as_raw_fd(),
+                &[IoSlice::new(&line[..1])],
+                &rights,
+                MsgFlags::empty(),
+                None,
+            )
+            .map_err(|e| io(e.into()))?;
+            if sent != 1 {
+                return Err(io(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "request not sent",
+                )));
+            }
+            self.writer.write_all(&line[1..]).map_err(io)?;
+        }
         let mut answer = String::new();
         let n = self
             .reader
@@ -156,6 +186,30 @@ impl Client {
             Response::Containers { containers } => Ok(containers),
             other => Err(ClientError::Protocol(format!(
                 "expected containers, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Runs a process in a running container with the given stdin, stdout and
+    /// stderr, and waits for it: returns its exit code.
+    pub fn exec(
+        &mut self,
+        id: &str,
+        args: &[String],
+        env: &[String],
+        stdio: [BorrowedFd<'_>; 3],
+    ) -> Result<i32, ClientError> {
+        let request = Request::Exec {
+            id: id.to_owned(),
+            args: args.to_vec(),
+            env: env.to_vec(),
+            cwd: None,
+        };
+        let fds = stdio.map(|fd| fd.as_raw_fd());
+        match self.call_with_fds(&request, &fds)? {
+            Response::Exited { exit_code } => Ok(exit_code),
+            other => Err(ClientError::Protocol(format!(
+                "expected an exit, got {other:?}"
             ))),
         }
     }

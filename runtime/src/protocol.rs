@@ -53,6 +53,21 @@ pub enum Request {
     },
     /// Every container's state.
     List,
+    /// Run another process in a running container (`kubectl exec`), with the
+    /// three file descriptors sent along with this request (SCM_RIGHTS) as its
+    /// stdin, stdout and stderr. Answered when the process exits.
+    Exec {
+        /// Container id.
+        id: String,
+        /// Command and arguments.
+        args: Vec<String>,
+        /// Extra environment as `NAME=value`, on top of the container's.
+        #[serde(default)]
+        env: Vec<String>,
+        /// Working directory; the container's when absent.
+        #[serde(default)]
+        cwd: Option<PathBuf>,
+    },
     /// A container's CPU and memory usage (from its cgroup).
     Stats {
         /// Container id.
@@ -114,6 +129,11 @@ pub enum Response {
     Containers {
         /// The containers, sorted by id.
         containers: Vec<ContainerInfo>,
+    },
+    /// How an exec'd process ended (answers Exec).
+    Exited {
+        /// Exit code as a shell reports it (128 + signal when killed).
+        exit_code: i32,
     },
     /// Resource usage (answers Stats).
     Usage {

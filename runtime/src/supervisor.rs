@@ -144,6 +144,8 @@ pub fn serve(config: Config) -> Result<(), SupervisorError> {
 struct Client {
     stream: UnixStream,
     buffer: Vec<u8>,
+    /// Descriptors received with the client's messages, for its next Exec.
+    fds: std::collections::VecDeque<OwnedFd>,
 }
 
 struct Output {
@@ -170,6 +172,8 @@ struct Supervisor {
     clients: BTreeMap<u64, Client>,
     next_client: u64,
     containers: BTreeMap<String, Entry>,
+    /// Exec'd processes still running: pid → the client waiting for its exit.
+    execs: BTreeMap<i32, u64>,
 }
 
 impl Supervisor {
@@ -200,6 +204,7 @@ impl Supervisor {
             clients: BTreeMap::new(),
             next_client: 0,
             containers: BTreeMap::new(),
+            execs: BTreeMap::new(),
         };
         sup.adopt();
         Ok(sup)
@@ -331,6 +336,7 @@ impl Supervisor {
                         Client {
                             stream,
                             buffer: Vec::new(),
+                            fds: std::collections::VecDeque::new(),
                         },
                     );
                 }
@@ -350,18 +356,23 @@ impl Supervisor {
         if let Some(client) = self.clients.get_mut(&id) {
             let mut chunk = [0u8; 8192];
             loop {
-                match client.stream.read(&mut chunk) {
+                match receive(&client.stream, &mut chunk, &mut client.fds) {
                     Ok(0) => {
                         closed = true;
                         break;
                     }
                     Ok(n) => client.buffer.extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == IoErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == IoErrorKind::Interrupted => continue,
+                    Err(Errno::EAGAIN) => break,
+                    Err(Errno::EINTR) => continue,
                     Err(_) => {
                         closed = true;
                         break;
                     }
+                }
+                // Never hoard descriptors a confused client keeps sending.
+                if client.fds.len() > 16 {
+                    closed = true;
+                    break;
                 }
             }
             while let Some(end) = client.buffer.iter().position(|b| *b == b'\n') {
@@ -433,6 +444,10 @@ impl Supervisor {
                 containers: self.containers.values().map(|e| e.info.clone()).collect(),
             }),
             Request::Delete { id } => self.delete(&id).map(|()| Response::Ok),
+            Request::Exec { id, args, env, cwd } => match self.exec(client, &id, args, env, cwd) {
+                Ok(()) => return None,
+                Err(refusal) => Err(refusal),
+            },
             Request::Stats { id } => match self.containers.get(&id) {
                 None => Err(not_found(&id)),
                 Some(entry) if entry.info.state != ContainerState::Running => Err(error(
@@ -597,6 +612,97 @@ impl Supervisor {
         Ok(Response::Container { container: info })
     }
 
+    fn exec(
+        &mut self,
+        client: u64,
+        id: &str,
+        args: Vec<String>,
+        env: Vec<String>,
+        cwd: Option<PathBuf>,
+    ) -> Result<(), Refusal> {
+        // The stdio descriptors came with the request: take them first, so a
+        // refused request does not leave them for the next one.
+        let mut stdio = Vec::new();
+        if let Some(c) = self.clients.get_mut(&client) {
+            while stdio.len() < 3 {
+                match c.fds.pop_front() {
+                    Some(fd) => stdio.push(fd),
+                    None => break,
+                }
+            }
+        }
+        if stdio.len() != 3 {
+            return Err(error(
+                ErrorKind::BadRequest,
+                "exec needs three descriptors (stdin, stdout, stderr) sent with the request".into(),
+            ));
+        }
+        if args.is_empty() {
+            return Err(error(ErrorKind::BadRequest, "exec needs a command".into()));
+        }
+        // As containerd does, the process starts from the container's own
+        // environment; the request's entries add to it or override it.
+        let mut environment = std::collections::HashMap::new();
+        if let Some(entry) = self.containers.get(id) {
+            let spec_env = oci_spec::runtime::Spec::load(entry.info.bundle.join("config.json"))
+                .ok()
+                .and_then(|s| s.process().as_ref().and_then(|p| p.env().clone()))
+                .unwrap_or_default();
+            for pair in spec_env {
+                if let Some((k, v)) = pair.split_once('=') {
+                    environment.insert(k.to_owned(), v.to_owned());
+                }
+            }
+        }
+        for entry in env {
+            let Some((k, v)) = entry.split_once('=') else {
+                return Err(error(
+                    ErrorKind::BadRequest,
+                    format!("environment entry {entry:?} has no '='"),
+                ));
+            };
+            environment.insert(k.to_owned(), v.to_owned());
+        }
+        let state_dir = self.state_dir();
+        let entry = self.entry(id)?;
+        if entry.info.state != ContainerState::Running {
+            return Err(error(
+                ErrorKind::InvalidState,
+                format!("container {id} is not running"),
+            ));
+        }
+        let failed = |e: &dyn std::error::Error| {
+            error(ErrorKind::Failed, format!("exec in {id}: {}", chain(e)))
+        };
+        let mut stdio = stdio.into_iter();
+        let (stdin, stdout, stderr) = match (stdio.next(), stdio.next(), stdio.next()) {
+            (Some(a), Some(b), Some(c)) => (a, b, c),
+            _ => {
+                return Err(error(
+                    ErrorKind::BadRequest,
+                    "exec needs three descriptors".into(),
+                ));
+            }
+        };
+        let pid = ContainerBuilder::new(id.to_owned(), SyscallType::default())
+            .with_root_path(state_dir)
+            .map_err(|e| failed(&e))?
+            .with_stdin(stdin)
+            .with_stdout(stdout)
+            .with_stderr(stderr)
+            .as_tenant()
+            .with_container_args(args)
+            .with_env(environment)
+            .with_cwd(cwd)
+            .with_detach(true)
+            .build()
+            .map_err(|e| failed(&e))?;
+        self.execs.insert(pid.as_raw(), client);
+        // A very short command may be gone already.
+        self.reap();
+        Ok(())
+    }
+
     fn kill(&mut self, id: &str, signal: i32) -> Result<(), Refusal> {
         let state_dir = self.state_dir().join(id);
         let entry = self.entry(id)?;
@@ -684,6 +790,10 @@ impl Supervisor {
             }
             _ => return,
         };
+        if let Some(client) = self.execs.remove(&pid.as_raw()) {
+            self.reply(client, &Response::Exited { exit_code: code });
+            return;
+        }
         let Some(id) = self
             .containers
             .iter()
@@ -843,6 +953,41 @@ fn open_outputs(dir: &Path) -> io::Result<Vec<Output>> {
         }
     }
     Ok(outputs)
+}
+
+/// Reads from a client, collecting any descriptors sent along (SCM_RIGHTS).
+fn receive(
+    stream: &UnixStream,
+    buf: &mut [u8],
+    fds: &mut std::collections::VecDeque<OwnedFd>,
+) -> Result<usize, Errno> {
+    use std::io::IoSliceMut;
+    use std::os::fd::FromRawFd;
+
+    use nix::sys::socket::{ControlMessageOwned, recvmsg};
+
+    let mut space = nix::cmsg_space!([RawFd; 3]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )?;
+    let bytes = msg.bytes;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for cmsg in cmsgs {
+            if let ControlMessageOwned::ScmRights(received) = cmsg {
+                // SAFETY: the kernel just installed these descriptors for us.
+                fds.extend(
+                    received
+                        .into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+    }
+    Ok(bytes)
 }
 
 fn drain(fd: BorrowedFd<'_>) {

@@ -370,6 +370,9 @@ fn repeated_create_and_delete_leaves_nothing_behind() {
         fds_after_first,
         "no descriptor leaks per container"
     );
+    let pid = f.sup.pid();
+    let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    assert_eq!(children.trim(), "", "no process left behind");
     assert!(
         leftover_cgroups(f.group).is_empty(),
         "{:?}",

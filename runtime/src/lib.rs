@@ -7,6 +7,7 @@
 //!   defaults containerd gives a Kubernetes container;
 //! - [`sandbox`]: a pod's network, IPC and UTS namespaces, kept alive as
 //!   bind-mounted namespace files instead of a pause container;
+//! - [`cgroup`]: the pod-level cgroup that holds a pod's containers;
 //! - [`logs`]: stdout/stderr in the Kubernetes CRI log format, rotated by size;
 //! - [`state`]: crash-safe records on disk (exit status survives agent restarts);
 //! - [`stats`]: CPU and memory usage from cgroups, for `kubectl top`;
@@ -14,6 +15,7 @@
 //! - [`supervisor`]: the single-threaded process that owns every container,
 //!   spoken to over [`protocol`] with a [`client`].
 
+pub mod cgroup;
 pub mod client;
 pub mod logs;
 pub mod protocol;

@@ -467,6 +467,45 @@ fn namespace(
     })
 }
 
+/// Cgroup limits in OCI form, with device rules when given (pod cgroups have none:
+/// device access is decided per container).
+pub fn linux_resources(
+    r: &Resources,
+    devices: Option<Vec<LinuxDeviceCgroup>>,
+) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
+    let mut cpu = LinuxCpuBuilder::default();
+    if let Some(shares) = r.cpu_shares {
+        cpu = cpu.shares(shares);
+    }
+    if let Some(quota) = r.cpu_quota {
+        cpu = cpu.quota(quota);
+    }
+    if let Some(period) = r.cpu_period {
+        cpu = cpu.period(period);
+    }
+    let mut resources = LinuxResourcesBuilder::default().cpu(cpu.build()?);
+    if let Some(devices) = devices {
+        resources = resources.devices(devices);
+    }
+    if let Some(limit) = r.memory_limit {
+        // As the kubelet does: swap limited to the memory limit, i.e. no swap.
+        resources = resources.memory(
+            LinuxMemoryBuilder::default()
+                .limit(limit)
+                .swap(limit)
+                .build()?,
+        );
+    }
+    if let Some(limit) = r.pids_limit {
+        resources = resources.pids(LinuxPidsBuilder::default().limit(limit).build()?);
+    }
+    let mut built = resources.build()?;
+    if built.devices().as_ref().is_some_and(|d| d.is_empty()) {
+        built.set_devices(None);
+    }
+    Ok(built)
+}
+
 /// Builds the OCI runtime spec for one container.
 pub fn build_spec(config: &ContainerConfig) -> Result<Spec, SpecError> {
     if config.args.is_empty() {
@@ -563,37 +602,12 @@ pub fn build_spec(config: &ContainerConfig) -> Result<Spec, SpecError> {
         namespaces.extend(namespace(typ, which)?);
     }
 
-    let r = &config.resources;
-    let mut cpu = LinuxCpuBuilder::default();
-    if let Some(shares) = r.cpu_shares {
-        cpu = cpu.shares(shares);
-    }
-    if let Some(quota) = r.cpu_quota {
-        cpu = cpu.quota(quota);
-    }
-    if let Some(period) = r.cpu_period {
-        cpu = cpu.period(period);
-    }
-    let mut resources = LinuxResourcesBuilder::default()
-        .devices(device_rules(security.privileged)?)
-        .cpu(cpu.build()?);
-    if let Some(limit) = r.memory_limit {
-        // As the kubelet does: swap limited to the memory limit, i.e. no swap.
-        resources = resources.memory(
-            LinuxMemoryBuilder::default()
-                .limit(limit)
-                .swap(limit)
-                .build()?,
-        );
-    }
-    if let Some(limit) = r.pids_limit {
-        resources = resources.pids(LinuxPidsBuilder::default().limit(limit).build()?);
-    }
+    let resources = linux_resources(&config.resources, Some(device_rules(security.privileged)?))?;
 
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .cgroups_path(config.cgroups_path.clone())
-        .resources(resources.build()?)
+        .resources(resources)
         .build()?;
     // Set (or cleared) explicitly: oci-spec's builders start from runc's example
     // spec, whose values are not containerd's.

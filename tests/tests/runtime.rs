@@ -640,3 +640,42 @@ fn the_operator_cli_lists_shows_logs_execs_and_removes() {
         String::from_utf8_lossy(&lost.stderr).contains("cannot reach the container supervisor")
     );
 }
+
+#[test]
+fn a_pod_cgroup_holds_its_containers_and_its_limits() {
+    use armlet_runtime::cgroup::{ensure_pod_cgroup, remove_pod_cgroup};
+    use armlet_runtime::spec::Resources;
+
+    let f = Fixture::new("podcg");
+    let pod = std::path::PathBuf::from("/armlet-e2e/podcg/pod-1");
+    let limits = Resources {
+        memory_limit: Some(64 << 20),
+        pids_limit: Some(20),
+        ..Resources::default()
+    };
+    ensure_pod_cgroup(&pod, &limits).unwrap();
+    ensure_pod_cgroup(&pod, &limits).unwrap();
+    let pod_file = |controller: &str, file: &str| cgroup_file("podcg", "pod-1", controller, file);
+    assert_eq!(pod_file("pids", "pids.max").unwrap().trim(), "20");
+    let memory =
+        pod_file("memory", "memory.limit_in_bytes").or_else(|| pod_file("memory", "memory.max"));
+    assert_eq!(memory.unwrap().trim(), (64u64 << 20).to_string());
+
+    let mut client = f.sup.client();
+    let mut config = f.config("c-in-pod", "echo ready; exec sleep 1000");
+    config.cgroups_path = pod.join("c-in-pod");
+    let b = bundle(f.dir.path(), "c-in-pod", &config);
+    let log = f.dir.path().join("logs/c-in-pod.log");
+    client.create("c-in-pod", &b, &log).unwrap();
+    client.start("c-in-pod").unwrap();
+    wait_for_output(&mut client, "c-in-pod", &log);
+    // The container's processes count against the pod.
+    let pids = pod_file("pids", "pids.current").unwrap();
+    assert_eq!(pids.trim(), "1");
+    // A pod cgroup with a container in it is not removed from under it.
+    assert!(remove_pod_cgroup(&pod).is_err());
+    client.delete("c-in-pod").unwrap();
+    remove_pod_cgroup(&pod).unwrap();
+    assert!(pod_file("pids", "pids.max").is_none());
+    remove_pod_cgroup(&pod).unwrap();
+}

@@ -43,6 +43,70 @@ impl ClientError {
     }
 }
 
+/// Connects to the supervisor on `root`, starting one (`<armlet> --runtime-root
+/// <root> supervise`) when none answers. The supervisor runs in its own session,
+/// detached from the caller, so it outlives an agent that dies or is upgraded; its
+/// own messages go to `<root>/supervisor.log`.
+///
+/// Starting it is a fork and an immediate exec (`std::process::Command`), which
+/// is safe from a multi-threaded process; libcontainer's forks happen only in the
+/// single-threaded supervisor.
+pub fn connect_or_start(armlet: &Path, root: &Path) -> Result<Client, ClientError> {
+    let socket = crate::supervisor::socket_path(root);
+    if let Ok(client) = Client::connect(&socket) {
+        return Ok(client);
+    }
+    let io = |source| ClientError::Io {
+        path: socket.clone(),
+        source,
+    };
+    std::fs::create_dir_all(root).map_err(io)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("supervisor.log"))
+        .map_err(io)?;
+    let mut command = std::process::Command::new(armlet);
+    command
+        .arg("--runtime-root")
+        .arg(root)
+        .arg("supervise")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().map_err(io)?)
+        .stderr(log);
+    // A new session: no terminal, no signals meant for the caller's group.
+    // SAFETY: setsid(2) is async-signal-safe, as pre_exec requires.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            nix::unistd::setsid().map(|_| ()).map_err(io::Error::from)
+        });
+    }
+    let mut child = command.spawn().map_err(io)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Client::connect(&socket) {
+            Ok(client) => return Ok(client),
+            Err(e) => {
+                // A supervisor that exited at once (bad root, another one won the
+                // race and holds the socket...) says why in its log.
+                if let Ok(Some(status)) = child.try_wait() {
+                    if let Ok(client) = Client::connect(&socket) {
+                        return Ok(client);
+                    }
+                    return Err(io(io::Error::other(format!(
+                        "supervisor exited ({status}); see {}",
+                        root.join("supervisor.log").display()
+                    ))));
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(e);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
+
 /// One connection to the supervisor.
 pub struct Client {
     path: PathBuf,

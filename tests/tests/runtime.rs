@@ -679,3 +679,35 @@ fn a_pod_cgroup_holds_its_containers_and_its_limits() {
     assert!(pod_file("pids", "pids.max").is_none());
     remove_pod_cgroup(&pod).unwrap();
 }
+
+#[test]
+fn the_agent_starts_a_detached_supervisor_once() {
+    use armlet_runtime::client::connect_or_start;
+
+    require_root();
+    let dir = TempDir::new("start");
+    let root = dir.path().join("runtime");
+    let armlet = armlet_tests::release_binary(&armlet_tests::HOST);
+    let mut first = connect_or_start(&armlet, &root).unwrap();
+    assert!(first.list().unwrap().is_empty());
+    let mut second = connect_or_start(&armlet, &root).unwrap();
+    assert!(second.list().unwrap().is_empty());
+    // One supervisor, in a session of its own.
+    let pids: Vec<u32> = fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|pid: &u32| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&*root.to_string_lossy()))
+                .unwrap_or(false)
+        })
+        .collect();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let stat = fs::read_to_string(format!("/proc/{}/stat", pids[0])).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    assert_eq!(fields[3], pids[0].to_string(), "session leader: {stat}");
+    let _ = std::process::Command::new("kill")
+        .arg(pids[0].to_string())
+        .status();
+}

@@ -97,14 +97,18 @@ pub struct Workspace {
 }
 
 impl Workspace {
-    /// The workspace at `root`, with the target directory chosen as cargo would,
-    /// except that the machine-wide shared one wins over `<root>/target`.
+    /// The workspace at `root`, with the target directory for its builds:
+    /// `ARMLET_TARGET_DIR`, else `CARGO_TARGET_DIR`, else the machine-wide shared
+    /// one when it exists, else `<root>/target`. (CI sets `ARMLET_TARGET_DIR` so
+    /// that the xtask binary itself stays in the clone's own target directory.)
     pub fn new(root: PathBuf) -> Self {
-        let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
-            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-            _ if Path::new(SHARED_TARGET_DIR).is_dir() => PathBuf::from(SHARED_TARGET_DIR),
-            _ => root.join("target"),
-        };
+        let from_env = |name| std::env::var_os(name).filter(|d: &std::ffi::OsString| !d.is_empty());
+        let target_dir =
+            match from_env("ARMLET_TARGET_DIR").or_else(|| from_env("CARGO_TARGET_DIR")) {
+                Some(dir) => PathBuf::from(dir),
+                None if Path::new(SHARED_TARGET_DIR).is_dir() => PathBuf::from(SHARED_TARGET_DIR),
+                None => root.join("target"),
+            };
         Self { root, target_dir }
     }
 

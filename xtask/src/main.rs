@@ -136,8 +136,14 @@ fn parse_build_options(rest: &[String]) -> Result<(Vec<BuildTarget>, Profile)> {
 }
 
 /// The workspace root: xtask lives one level below it.
+///
+/// Taken from the `CARGO_MANIFEST_DIR` cargo sets when it runs the binary, not the
+/// one compiled in: with a target directory shared between clones, the xtask
+/// binary cargo runs may have been built from another clone.
 fn workspace_root() -> PathBuf {
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     manifest_dir
         .parent()
         .map(PathBuf::from)

@@ -72,12 +72,10 @@ pub fn release_binary(target: &Target) -> PathBuf {
 
 /// Cargo's target directory as `cargo xtask` chooses it.
 fn target_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let shared = Path::new("/var/cache/armlet/target");
-    if shared.is_dir() {
-        return shared.to_path_buf();
+    for name in ["ARMLET_TARGET_DIR", "CARGO_TARGET_DIR"] {
+        if let Some(dir) = std::env::var_os(name).filter(|d| !d.is_empty()) {
+            return PathBuf::from(dir);
+        }
     }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

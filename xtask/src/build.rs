@@ -84,10 +84,6 @@ pub enum Profile {
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 
-/// Where shared build output lives when it exists: one target directory for every
-/// clone on the machine (CI clones afresh each run and would otherwise start cold).
-pub const SHARED_TARGET_DIR: &str = "/var/cache/armlet/target";
-
 /// The workspace being built and where its build output goes.
 pub struct Workspace {
     /// The workspace root (where Cargo.toml and README.md are).
@@ -98,15 +94,16 @@ pub struct Workspace {
 
 impl Workspace {
     /// The workspace at `root`, with the target directory for its builds:
-    /// `ARMLET_TARGET_DIR`, else `CARGO_TARGET_DIR`, else the machine-wide shared
-    /// one when it exists, else `<root>/target`. (CI sets `ARMLET_TARGET_DIR` so
-    /// that the xtask binary itself stays in the clone's own target directory.)
+    /// `ARMLET_TARGET_DIR` (CI's cache shared by its clones), else
+    /// `CARGO_TARGET_DIR`, else `<root>/target`. A cache shared between clones
+    /// is only safe for fresh clones, as CI makes: cargo judges workspace crates by
+    /// file times and gives them the same hashes in every clone, so an older
+    /// clone's edits can look older than another clone's artifacts.
     pub fn new(root: PathBuf) -> Self {
         let from_env = |name| std::env::var_os(name).filter(|d: &std::ffi::OsString| !d.is_empty());
         let target_dir =
             match from_env("ARMLET_TARGET_DIR").or_else(|| from_env("CARGO_TARGET_DIR")) {
                 Some(dir) => PathBuf::from(dir),
-                None if Path::new(SHARED_TARGET_DIR).is_dir() => PathBuf::from(SHARED_TARGET_DIR),
                 None => root.join("target"),
             };
         Self { root, target_dir }

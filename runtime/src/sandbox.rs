@@ -333,6 +333,23 @@ pub fn remove(root: &Path, pod_id: &str) -> Result<(), SandboxError> {
     teardown(&root.join(NS_DIR).join(pod_id))
 }
 
+/// Removes every sandbox under `root`, then the shared bind mount of its
+/// namespace directory (which [`Sandbox::create`] leaves in place, as `ip netns`
+/// leaves `/run/netns`): for uninstalling, and for tests that must leave no mount.
+pub fn release_root(root: &Path) -> Result<(), SandboxError> {
+    for pod_id in list(root)? {
+        remove(root, &pod_id)?;
+    }
+    let _guard = lock();
+    let ns_dir = root.join(NS_DIR);
+    unmount_all(&ns_dir)?;
+    match fs::remove_dir(&ns_dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(sys("rmdir", &ns_dir, e)),
+    }
+}
+
 /// The pod ids that have a sandbox directory under `root`, complete or not,
 /// sorted: what garbage collection compares with the pods that should exist.
 pub fn list(root: &Path) -> Result<Vec<String>, SandboxError> {

@@ -424,6 +424,14 @@ fn bad_requests_are_refused_cleanly() {
 #[test]
 fn containers_of_a_pod_share_localhost_ipc_and_hostname() {
     let f = Fixture::new("pod");
+    // Even a failed run must leave no namespace mount behind.
+    struct Release(std::path::PathBuf);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let _ = armlet_runtime::sandbox::release_root(&self.0);
+        }
+    }
+    let _release = Release(f.dir.path().join("sandboxes"));
     let sandbox = Sandbox::create(
         &f.dir.path().join("sandboxes"),
         &SandboxConfig {
@@ -480,6 +488,9 @@ fn containers_of_a_pod_share_localhost_ipc_and_hostname() {
     assert_eq!(lines.first().map(String::as_str), Some("0"));
     assert_eq!(lines.last().map(String::as_str), Some("refused"));
     sandbox.remove().unwrap();
+    let sandboxes = f.dir.path().join("sandboxes");
+    armlet_runtime::sandbox::release_root(&sandboxes).unwrap();
+    assert!(mounts_containing(&sandboxes.to_string_lossy()).is_empty());
 }
 
 #[test]

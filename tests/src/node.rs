@@ -126,6 +126,8 @@ pub fn remove_cgroups(group: &str) {
             }
         }
         let _ = fs::remove_dir(&base);
+        // The shared parent goes once the last test's group is gone.
+        let _ = fs::remove_dir(root.join("armlet-e2e"));
     }
 }
 

@@ -225,7 +225,13 @@ pub fn run_binary(target: BuildTarget, bin: &Path, args: &[&str]) -> Result<Stri
         None => Command::new(bin),
     };
     c.args(args);
-    cmd::stdout(&mut c)
+    let out = cmd::stdout(&mut c);
+    if target.arm().is_some() {
+        let _ = std::fs::remove_dir(
+            std::env::temp_dir().join(format!("armlet-empty-root-{}", std::process::id())),
+        );
+    }
+    out
 }
 
 /// Prints where a binary is, its size and what `file` says of it.

@@ -111,14 +111,18 @@ pub fn bundle(dir: &Path, id: &str, config: &ContainerConfig) -> PathBuf {
     bundle
 }
 
+/// Every cgroup hierarchy's root: each v1 controller's and the v2 one.
+fn cgroup_roots() -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = fs::read_dir("/sys/fs/cgroup")
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    roots.push(PathBuf::from("/sys/fs/cgroup"));
+    roots
+}
+
 /// Removes the test cgroups of `group` from every hierarchy (v1 and v2).
 pub fn remove_cgroups(group: &str) {
-    let Ok(entries) = fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    let mut roots: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    roots.push(PathBuf::from("/sys/fs/cgroup"));
-    for root in roots {
+    for root in cgroup_roots() {
         let base = root.join("armlet-e2e").join(group);
         if let Ok(children) = fs::read_dir(&base) {
             for child in children.flatten().filter(|c| c.path().is_dir()) {
@@ -134,12 +138,7 @@ pub fn remove_cgroups(group: &str) {
 /// Lists the test cgroups of `group` left in any hierarchy.
 pub fn leftover_cgroups(group: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    let Ok(entries) = fs::read_dir("/sys/fs/cgroup") else {
-        return found;
-    };
-    let mut roots: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    roots.push(PathBuf::from("/sys/fs/cgroup"));
-    for root in roots {
+    for root in cgroup_roots() {
         if let Ok(children) = fs::read_dir(root.join("armlet-e2e").join(group)) {
             found.extend(children.flatten().map(|c| c.path()).filter(|p| p.is_dir()));
         }

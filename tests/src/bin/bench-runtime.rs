@@ -16,10 +16,10 @@
 //! Timings are printed, not judged: a benchmark on a shared machine must not fail
 //! a build. The goal (armlet ≤ 1.0× crun) is reported as met or not.
 
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
 use std::error::Error;
 use std::fs::{self, File};
-use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -401,63 +401,27 @@ struct MountNamespaces {
     private: File,
 }
 
-/// The few syscalls needed for namespaces. Declared here rather than taken from
-/// `nix` or `libc`: a new dependency of this crate would change Cargo.lock, for
-/// four functions that std's libc already provides.
-mod sys {
-    use std::ffi::{c_char, c_int, c_ulong, c_void};
-
-    unsafe extern "C" {
-        pub fn unshare(flags: c_int) -> c_int;
-        pub fn setns(fd: c_int, nstype: c_int) -> c_int;
-        pub fn mount(
-            source: *const c_char,
-            target: *const c_char,
-            fstype: *const c_char,
-            flags: c_ulong,
-            data: *const c_void,
-        ) -> c_int;
-        pub fn umount2(target: *const c_char, flags: c_int) -> c_int;
-    }
-
-    /// Linux's values, the same on every architecture.
-    pub const CLONE_NEWNS: c_int = 0x0002_0000;
-    pub const MS_REC: c_ulong = 0x4000;
-    pub const MS_PRIVATE: c_ulong = 0x0004_0000;
-    pub const MNT_DETACH: c_int = 2;
-}
-
-fn check(ret: i32, what: &str) -> Result<()> {
-    if ret == 0 {
-        Ok(())
-    } else {
-        Err(format!("{what}: {}", io::Error::last_os_error()).into())
-    }
+fn sys(what: &str) -> impl FnOnce(nix::Error) -> Box<dyn std::error::Error> + '_ {
+    move |e| format!("{what}: {e}").into()
 }
 
 impl MountNamespaces {
     fn new() -> Result<Self> {
         let host = File::open("/proc/self/ns/mnt")?;
-        // SAFETY: plain syscalls on valid, NUL-terminated strings. unshare and setns
-        // of a mount namespace need a single-threaded process, which the driver is.
-        unsafe {
-            check(sys::unshare(sys::CLONE_NEWNS), "unshare(CLONE_NEWNS)")?;
-            // Private first, so the unmount below cannot propagate to the host.
-            check(
-                sys::mount(
-                    std::ptr::null(),
-                    c"/".as_ptr(),
-                    std::ptr::null(),
-                    sys::MS_REC | sys::MS_PRIVATE,
-                    std::ptr::null(),
-                ),
-                "making / rprivate",
-            )?;
-            check(
-                sys::umount2(c"/sys/fs/cgroup/unified".as_ptr(), sys::MNT_DETACH),
-                "unmounting /sys/fs/cgroup/unified",
-            )?;
-        }
+        // unshare and setns of a mount namespace need a single-threaded process,
+        // which the driver is.
+        nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(sys("unshare(CLONE_NEWNS)"))?;
+        // Private first, so the unmount below cannot propagate to the host.
+        nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(sys("making / rprivate"))?;
+        nix::mount::umount2("/sys/fs/cgroup/unified", MntFlags::MNT_DETACH)
+            .map_err(sys("unmounting /sys/fs/cgroup/unified"))?;
         let private = File::open("/proc/self/ns/mnt")?;
         let ns = Self { host, private };
         ns.enter_host()?;
@@ -465,11 +429,8 @@ impl MountNamespaces {
     }
 
     fn enter(fd: &File, which: &str) -> Result<()> {
-        // SAFETY: setns on a namespace descriptor we hold; single-threaded.
-        check(
-            unsafe { sys::setns(fd.as_raw_fd(), sys::CLONE_NEWNS) },
-            &format!("entering the {which} mount namespace"),
-        )
+        nix::sched::setns(fd, CloneFlags::CLONE_NEWNS)
+            .map_err(|e| format!("entering the {which} mount namespace: {e}").into())
     }
 
     fn enter_private(&self) -> Result<()> {

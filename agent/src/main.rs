@@ -36,6 +36,25 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         log_max_files: usize,
     },
+    /// Run a container from an OCI bundle: create, start and wait for it, then
+    /// print its output and exit with its exit code (as `crun run` does).
+    /// Starts the supervisor when none runs.
+    Run {
+        /// Container id.
+        id: String,
+        /// The bundle directory (holding `config.json`).
+        #[arg(long, default_value = ".")]
+        bundle: PathBuf,
+        /// The CRI log file; `<runtime-root>/logs/<id>.log` by default.
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Remove the container once it has exited.
+        #[arg(long)]
+        rm: bool,
+        /// Return once the container runs instead of waiting for it.
+        #[arg(short, long, conflicts_with = "rm")]
+        detach: bool,
+    },
     /// List containers with their state.
     Ps {
         /// Also list exited containers.
@@ -94,6 +113,22 @@ fn main() -> Result<()> {
             log_max_size,
             log_max_files,
         } => ops::supervise(root, log_max_size, log_max_files),
+        Command::Run {
+            id,
+            bundle,
+            log,
+            rm,
+            detach,
+        } => {
+            let options = ops::RunOptions {
+                bundle,
+                log,
+                rm,
+                detach,
+            };
+            let code = ops::run(&root, &id, &options)?;
+            std::process::exit(code);
+        }
         Command::Ps { all } => ops::ps(&root, all),
         Command::Logs {
             id,
@@ -114,6 +149,7 @@ fn main() -> Result<()> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use std::path::Path;
 
     #[test]
     fn cli_definition_is_consistent() {
@@ -138,6 +174,11 @@ mod tests {
             matches!(cli.command, Command::Exec { ref command, ref env, .. } if command.len() == 3 && env == &["A=1"])
         );
         assert!(Cli::try_parse_from(["armlet", "exec", "c1"]).is_err());
+        let cli = Cli::try_parse_from(["armlet", "run", "--bundle", "/b", "--rm", "c1"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Run { ref id, ref bundle, rm: true, detach: false, .. } if id == "c1" && bundle == Path::new("/b"))
+        );
+        assert!(Cli::try_parse_from(["armlet", "run", "-d", "--rm", "c1"]).is_err());
         assert!(Cli::try_parse_from(["armlet", "stop", "c1", "--timeout", "soon"]).is_err());
     }
 }

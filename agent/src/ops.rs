@@ -40,6 +40,61 @@ fn state_text(c: &ContainerInfo) -> String {
     }
 }
 
+/// How `armlet run` runs a container.
+pub struct RunOptions {
+    /// The OCI bundle.
+    pub bundle: PathBuf,
+    /// The CRI log file (default under the runtime root).
+    pub log: Option<PathBuf>,
+    /// Delete the container after it exited.
+    pub rm: bool,
+    /// Do not wait for the container.
+    pub detach: bool,
+}
+
+/// Creates and starts a container from a bundle; unless detached, waits for it,
+/// copies its log to stdout and stderr and returns its exit code.
+pub fn run(root: &Path, id: &str, options: &RunOptions) -> Result<i32> {
+    let armlet = std::env::current_exe().context("locating the armlet binary")?;
+    let mut client = armlet_runtime::client::connect_or_start(&armlet, root)
+        .context("starting the container supervisor")?;
+    let bundle = std::path::absolute(&options.bundle)
+        .with_context(|| format!("bundle {}", options.bundle.display()))?;
+    let log = match &options.log {
+        Some(log) => std::path::absolute(log)?,
+        None => root.join("logs").join(format!("{id}.log")),
+    };
+    client.create(id, &bundle, &log)?;
+    if let Err(e) = client.start(id) {
+        let _ = client.delete(id);
+        return Err(e.into());
+    }
+    if options.detach {
+        println!("{id}");
+        return Ok(0);
+    }
+    let info = client.wait(id)?;
+    let collected = read_lines(&log, &CollectOptions::default())
+        .with_context(|| format!("reading {}", log.display()))?;
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    for line in collected.lines {
+        let sink: &mut dyn Write = match line.stream {
+            armlet_runtime::logs::Stream::Stdout => &mut out,
+            armlet_runtime::logs::Stream::Stderr => &mut err,
+        };
+        sink.write_all(&line.content)?;
+        sink.write_all(b"\n")?;
+    }
+    out.flush()?;
+    if options.rm {
+        client.delete(id)?;
+    }
+    let exit = info
+        .exit
+        .with_context(|| format!("container {id} has no exit status"))?;
+    Ok(exit.exit_code)
+}
+
 /// Lists containers.
 pub fn ps(root: &Path, all: bool) -> Result<()> {
     let containers = connect(root)?.list()?;

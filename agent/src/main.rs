@@ -1,6 +1,7 @@
 //! `armlet`: the node daemon and its command-line tools, in one static binary.
 
 mod ops;
+mod terminal;
 
 use std::path::PathBuf;
 
@@ -80,6 +81,9 @@ enum Command {
         /// Extra environment, NAME=value (repeatable).
         #[arg(short, long = "env")]
         env: Vec<String>,
+        /// Give the command a terminal (this terminal, set raw while it runs).
+        #[arg(short, long)]
+        tty: bool,
         /// Command and arguments.
         #[arg(required = true, last = true)]
         command: Vec<String>,
@@ -135,8 +139,13 @@ fn main() -> Result<()> {
             tail,
             timestamps,
         } => ops::logs(&root, &id, tail, timestamps),
-        Command::Exec { id, env, command } => {
-            let code = ops::exec(&root, &id, &env, &command)?;
+        Command::Exec {
+            id,
+            env,
+            tty,
+            command,
+        } => {
+            let code = ops::exec(&root, &id, &env, &command, tty)?;
             std::process::exit(code);
         }
         Command::Stats { id } => ops::stats(&root, &id),

@@ -120,29 +120,113 @@ pub fn ps(root: &Path, all: bool) -> Result<()> {
     Ok(())
 }
 
-/// Prints a container's log lines.
-pub fn logs(root: &Path, id: &str, tail: Option<usize>, timestamps: bool) -> Result<()> {
-    let info = connect(root)?.status(id)?;
-    let options = CollectOptions {
-        tail_lines: tail,
-        since: None,
-    };
-    let collected = read_lines(&info.log_path, &options)
-        .with_context(|| format!("reading {}", info.log_path.display()))?;
-    let mut out = std::io::stdout().lock();
-    for line in collected.lines {
+/// Prints a container's log lines; with `follow`, then the lines it goes on
+/// writing, across log rotations, until it has exited and its log is read to
+/// the end (as the kubelet stops following a container that is not running).
+/// A closed output (`| head`) ends the command quietly; so does Ctrl-C.
+pub fn logs(
+    root: &Path,
+    id: &str,
+    tail: Option<usize>,
+    timestamps: bool,
+    follow: bool,
+) -> Result<()> {
+    use armlet_runtime::logs::{FollowEvent, LogFollower, LogLine};
+    use armlet_runtime::protocol::ErrorKind;
+    use std::io::{ErrorKind as IoErrorKind, StdoutLock};
+
+    /// How often a follower asks the supervisor whether the container still runs.
+    const STATUS_INTERVAL: Duration = Duration::from_millis(500);
+
+    fn print(out: &mut StdoutLock, line: &LogLine, timestamps: bool) -> std::io::Result<()> {
         if timestamps {
             write!(out, "{} ", line.timestamp.format_rfc3339_nano())?;
         }
         out.write_all(&line.content)?;
-        out.write_all(b"\n")?;
+        out.write_all(b"\n")
     }
-    Ok(())
+
+    let mut client = connect(root)?;
+    let info = client.status(id)?;
+    let options = CollectOptions {
+        tail_lines: tail,
+        since: None,
+    };
+    let reading = || format!("reading {}", info.log_path.display());
+    let mut out = std::io::stdout().lock();
+    let result = (|| -> Result<()> {
+        if !follow {
+            let collected = read_lines(&info.log_path, &options).with_context(reading)?;
+            for line in &collected.lines {
+                print(&mut out, line, timestamps)?;
+            }
+            return Ok(out.flush()?);
+        }
+        let (collected, mut follower) =
+            LogFollower::collect(&info.log_path, &options).with_context(reading)?;
+        for line in &collected.lines {
+            print(&mut out, line, timestamps)?;
+        }
+        out.flush()?;
+        // The supervisor reads a container's last output into the log before
+        // it reports the exit: once it has, reading to the end gets it all.
+        let mut exited = info.state == ContainerState::Exited;
+        let mut checked = Instant::now();
+        loop {
+            let events = if exited {
+                follower.poll()
+            } else {
+                follower.wait(STATUS_INTERVAL)
+            }
+            .with_context(reading)?;
+            if events.is_empty() && exited {
+                break;
+            }
+            for event in events {
+                match event {
+                    FollowEvent::Line(line) => print(&mut out, &line, timestamps)?,
+                    FollowEvent::Gap(gap) => {
+                        out.flush()?;
+                        let _ = writeln!(std::io::stderr(), "armlet: {gap}");
+                    }
+                }
+            }
+            out.flush()?;
+            if !exited && checked.elapsed() >= STATUS_INTERVAL {
+                exited = match client.status(id) {
+                    Ok(info) => info.state == ContainerState::Exited,
+                    // Removed meanwhile: its log is complete too.
+                    Err(e) if e.kind() == Some(ErrorKind::NotFound) => true,
+                    Err(e) => return Err(e.into()),
+                };
+                checked = Instant::now();
+            }
+        }
+        // Lines the container never finished (it was killed mid-line).
+        for line in follower.finish() {
+            print(&mut out, &line, timestamps)?;
+        }
+        Ok(out.flush()?)
+    })();
+    match result {
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == IoErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
-/// Runs a command in a container with this process's stdio; returns its exit code.
-pub fn exec(root: &Path, id: &str, env: &[String], command: &[String]) -> Result<i32> {
+/// Runs a command in a container with this process's stdio, or on a terminal
+/// relayed to this one; returns its exit code.
+pub fn exec(root: &Path, id: &str, env: &[String], command: &[String], tty: bool) -> Result<i32> {
     use std::os::fd::AsFd;
+    if tty {
+        let exec = connect(root)?.exec_tty(id, command, env)?;
+        return crate::terminal::relay(exec);
+    }
     let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
     let code = connect(root)?.exec(
         id,

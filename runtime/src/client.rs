@@ -1,7 +1,7 @@
 //! A blocking client for the supervisor's control socket.
 
 use std::io::{self, BufRead, BufReader, IoSlice, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
@@ -138,6 +138,12 @@ impl Client {
     /// Sends one request with file descriptors attached (SCM_RIGHTS) and reads
     /// its answer.
     fn call_with_fds(&mut self, request: &Request, fds: &[RawFd]) -> Result<Response, ClientError> {
+        self.send(request, fds)?;
+        self.read_response()
+    }
+
+    /// Sends one request, with descriptors attached when there are any.
+    fn send(&mut self, request: &Request, fds: &[RawFd]) -> Result<(), ClientError> {
         let io = |source| ClientError::Io {
             path: self.path.clone(),
             source,
@@ -167,6 +173,11 @@ impl Client {
             }
             self.writer.write_all(&line[1..]).map_err(io)?;
         }
+        Ok(())
+    }
+
+    /// Reads the answer to the oldest request not yet answered.
+    fn read_response(&mut self) -> Result<Response, ClientError> {
         let mut answer = String::new();
         let n = self
             .reader
@@ -268,6 +279,7 @@ impl Client {
             args: args.to_vec(),
             env: env.to_vec(),
             cwd: None,
+            tty: false,
         };
         let fds = stdio.map(|fd| fd.as_raw_fd());
         match self.call_with_fds(&request, &fds)? {
@@ -275,6 +287,57 @@ impl Client {
             other => Err(ClientError::Protocol(format!(
                 "expected an exit, got {other:?}"
             ))),
+        }
+    }
+
+    /// Starts a process in a running container on a new pseudo-terminal
+    /// (`kubectl exec -t`). Returns once it runs, with the terminal's master
+    /// side: write its input there, read its output from there, resize it with
+    /// `TIOCSWINSZ`. [`TtyExec::wait`] then gives its exit code.
+    pub fn exec_tty(
+        mut self,
+        id: &str,
+        args: &[String],
+        env: &[String],
+    ) -> Result<TtyExec, ClientError> {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+
+        let path = self.path.clone();
+        let io = |source: io::Error| ClientError::Io {
+            path: path.clone(),
+            source,
+        };
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| io(e.into()))?;
+        let request = Request::Exec {
+            id: id.to_owned(),
+            args: args.to_vec(),
+            env: env.to_vec(),
+            cwd: None,
+            tty: true,
+        };
+        self.send(&request, &[theirs.as_raw_fd()])?;
+        // Only the supervisor holds the other end now: if it refuses the
+        // request, it drops that end and the read below sees end of file.
+        drop(theirs);
+        match receive_fd(ours.as_fd()).map_err(io)? {
+            Some(master) => Ok(TtyExec {
+                client: self,
+                master,
+            }),
+            None => match self.read_response()? {
+                Response::Exited { .. } => Err(ClientError::Protocol(
+                    "the process exited without a terminal".into(),
+                )),
+                other => Err(ClientError::Protocol(format!(
+                    "expected a terminal, got {other:?}"
+                ))),
+            },
         }
     }
 
@@ -291,5 +354,73 @@ impl Client {
     /// Removes a container (killing it if it still runs).
     pub fn delete(&mut self, id: &str) -> Result<(), ClientError> {
         self.ok(&Request::Delete { id: id.to_owned() })
+    }
+}
+
+/// A process started by [`Client::exec_tty`].
+pub struct TtyExec {
+    client: Client,
+    master: OwnedFd,
+}
+
+impl TtyExec {
+    /// The master side of the process's terminal.
+    pub fn master(&self) -> BorrowedFd<'_> {
+        self.master.as_fd()
+    }
+
+    /// Waits for the process to exit and returns its exit code (128 + signal
+    /// when killed). Output still unread on the terminal stays readable from
+    /// the master until it is dropped.
+    pub fn wait(&mut self) -> Result<i32, ClientError> {
+        match self.client.read_response()? {
+            Response::Exited { exit_code } => Ok(exit_code),
+            Response::Error { kind, message } => Err(ClientError::Refused { kind, message }),
+            other => Err(ClientError::Protocol(format!(
+                "expected an exit, got {other:?}"
+            ))),
+        }
+    }
+
+    /// The control connection, whose next answer is the exit: poll it for
+    /// readability to learn that the process has ended.
+    pub fn control(&self) -> BorrowedFd<'_> {
+        self.client.reader.get_ref().as_fd()
+    }
+}
+
+/// Receives one descriptor sent with SCM_RIGHTS; `None` at end of file.
+fn receive_fd(socket: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
+    use std::io::IoSliceMut;
+    use std::os::fd::FromRawFd;
+
+    use nix::sys::socket::{ControlMessageOwned, recvmsg};
+
+    let mut buf = [0u8; 16];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    loop {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = match recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => other?,
+        };
+        let mut received = None;
+        for cmsg in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                for fd in fds {
+                    // SAFETY: the kernel just installed this descriptor for us.
+                    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                    received.get_or_insert(fd);
+                }
+            }
+        }
+        if received.is_some() || msg.bytes == 0 {
+            return Ok(received);
+        }
     }
 }

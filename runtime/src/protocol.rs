@@ -53,9 +53,13 @@ pub enum Request {
     },
     /// Every container's state.
     List,
-    /// Run another process in a running container (`kubectl exec`), with the
-    /// three file descriptors sent along with this request (SCM_RIGHTS) as its
-    /// stdin, stdout and stderr. Answered when the process exits.
+    /// Run another process in a running container (`kubectl exec`). Without a
+    /// terminal, the three file descriptors sent along with this request
+    /// (SCM_RIGHTS) are its stdin, stdout and stderr. With `tty`, one descriptor
+    /// comes along instead: a connected Unix socket on which the supervisor sends
+    /// back the master side of the process's new pseudo-terminal (the OCI
+    /// console-socket handshake), once the process runs. Answered when the
+    /// process exits.
     Exec {
         /// Container id.
         id: String,
@@ -67,6 +71,10 @@ pub enum Request {
         /// Working directory; the container's when absent.
         #[serde(default)]
         cwd: Option<PathBuf>,
+        /// Give the process a pseudo-terminal as its controlling terminal and
+        /// stdio (`kubectl exec -t`).
+        #[serde(default)]
+        tty: bool,
     },
     /// A container's CPU and memory usage (from its cgroup).
     Stats {

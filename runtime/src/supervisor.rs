@@ -444,7 +444,13 @@ impl Supervisor {
                 containers: self.containers.values().map(|e| e.info.clone()).collect(),
             }),
             Request::Delete { id } => self.delete(&id).map(|()| Response::Ok),
-            Request::Exec { id, args, env, cwd } => match self.exec(client, &id, args, env, cwd) {
+            Request::Exec {
+                id,
+                args,
+                env,
+                cwd,
+                tty,
+            } => match self.exec(client, &id, args, env, cwd, tty) {
                 Ok(()) => return None,
                 Err(refusal) => Err(refusal),
             },
@@ -619,23 +625,27 @@ impl Supervisor {
         args: Vec<String>,
         env: Vec<String>,
         cwd: Option<PathBuf>,
+        tty: bool,
     ) -> Result<(), Refusal> {
-        // The stdio descriptors came with the request: take them first, so a
-        // refused request does not leave them for the next one.
+        // The descriptors came with the request: take them first, so a refused
+        // request does not leave them for the next one.
+        let wanted = if tty { 1 } else { 3 };
         let mut stdio = Vec::new();
         if let Some(c) = self.clients.get_mut(&client) {
-            while stdio.len() < 3 {
+            while stdio.len() < wanted {
                 match c.fds.pop_front() {
                     Some(fd) => stdio.push(fd),
                     None => break,
                 }
             }
         }
-        if stdio.len() != 3 {
-            return Err(error(
-                ErrorKind::BadRequest,
-                "exec needs three descriptors (stdin, stdout, stderr) sent with the request".into(),
-            ));
+        if stdio.len() != wanted {
+            let what = if tty {
+                "exec with a tty needs one descriptor (the console socket) sent with the request"
+            } else {
+                "exec needs three descriptors (stdin, stdout, stderr) sent with the request"
+            };
+            return Err(error(ErrorKind::BadRequest, what.into()));
         }
         if args.is_empty() {
             return Err(error(ErrorKind::BadRequest, "exec needs a command".into()));
@@ -674,29 +684,56 @@ impl Supervisor {
         let failed = |e: &dyn std::error::Error| {
             error(ErrorKind::Failed, format!("exec in {id}: {}", chain(e)))
         };
+        let builder = ContainerBuilder::new(id.to_owned(), SyscallType::default())
+            .with_root_path(&state_dir)
+            .map_err(|e| failed(&e))?;
         let mut stdio = stdio.into_iter();
-        let (stdin, stdout, stderr) = match (stdio.next(), stdio.next(), stdio.next()) {
-            (Some(a), Some(b), Some(c)) => (a, b, c),
-            _ => {
+        let (builder, console) = if tty {
+            let Some(client_socket) = stdio.next() else {
+                return Err(error(ErrorKind::BadRequest, "no console socket".into()));
+            };
+            // libcontainer links to this path from elsewhere: it must be absolute.
+            let path = std::path::absolute(self.config.root.join(format!("tty-{client}.sock")))
+                .map_err(|e| failed(&e))?;
+            let relay = ConsoleRelay::listen(path, client_socket).map_err(|e| failed(&e))?;
+            let builder = builder.with_console_socket(Some(relay.path.clone()));
+            (builder, Some(relay))
+        } else {
+            let (Some(stdin), Some(stdout), Some(stderr)) =
+                (stdio.next(), stdio.next(), stdio.next())
+            else {
                 return Err(error(
                     ErrorKind::BadRequest,
                     "exec needs three descriptors".into(),
                 ));
-            }
+            };
+            let builder = builder
+                .with_stdin(stdin)
+                .with_stdout(stdout)
+                .with_stderr(stderr);
+            (builder, None)
         };
-        let pid = ContainerBuilder::new(id.to_owned(), SyscallType::default())
-            .with_root_path(state_dir)
-            .map_err(|e| failed(&e))?
-            .with_stdin(stdin)
-            .with_stdout(stdout)
-            .with_stderr(stderr)
+        let built = builder
             .as_tenant()
             .with_container_args(args)
             .with_env(environment)
             .with_cwd(cwd)
             .with_detach(true)
-            .build()
-            .map_err(|e| failed(&e))?;
+            .build();
+        // libcontainer links the console socket into the container's state
+        // directory under a random name and leaves the link there.
+        if console.is_some() {
+            remove_console_links(&state_dir.join(id));
+        }
+        let pid = built.map_err(|e| failed(&e))?;
+        if let Some(relay) = console {
+            // The process runs (build returns after its exec), so its master
+            // has been sent already: this does not block.
+            if let Err(e) = relay.forward() {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                eprintln!("supervisor: exec in {id}: passing on the terminal: {e}");
+            }
+        }
         self.execs.insert(pid.as_raw(), client);
         // A very short command may be gone already.
         self.reap();
@@ -955,11 +992,112 @@ fn open_outputs(dir: &Path) -> io::Result<Vec<Output>> {
     Ok(outputs)
 }
 
+/// The supervisor's end of the OCI console-socket handshake for one `exec -t`:
+/// libcontainer connects to `path` and the new process sends the master side of
+/// its pseudo-terminal there; [`ConsoleRelay::forward`] passes it on to the
+/// client's socket. The supervisor keeps no copy, so the terminal closes when the
+/// process and the client are done with it.
+struct ConsoleRelay {
+    path: PathBuf,
+    listener: UnixListener,
+    client: OwnedFd,
+}
+
+impl ConsoleRelay {
+    fn listen(path: PathBuf, client: OwnedFd) -> io::Result<Self> {
+        let _ = fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        Ok(Self {
+            path,
+            listener,
+            client,
+        })
+    }
+
+    /// Receives the terminal's master and sends it to the client.
+    fn forward(&self) -> io::Result<()> {
+        use std::io::IoSlice;
+
+        use nix::sys::socket::{ControlMessage, sendmsg};
+
+        let (stream, _) = self.listener.accept()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut name = [0u8; 64];
+        let mut fds = std::collections::VecDeque::new();
+        let stream_fd = stream.as_fd();
+        loop {
+            match receive_blocking(stream_fd, &mut name, &mut fds) {
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+                Ok(_) => break,
+            }
+        }
+        let master = fds.pop_front().ok_or_else(|| {
+            io::Error::new(IoErrorKind::InvalidData, "no terminal came with the message")
+        })?;
+        let raw = [master.as_raw_fd()];
+        sendmsg::<()>(
+            self.client.as_raw_fd(),
+            &[IoSlice::new(b"ptmx")],
+            &[ControlMessage::ScmRights(&raw)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )?;
+        Ok(())
+    }
+}
+
+impl Drop for ConsoleRelay {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Removes the console-socket links libcontainer leaves in a container's
+/// state directory (`tenant-tty-<random>.sock`).
+fn remove_console_links(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("tenant-tty-"))
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Blocking [`receive`] on any socket descriptor.
+fn receive_blocking(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut std::collections::VecDeque<OwnedFd>,
+) -> Result<usize, Errno> {
+    receive_with(fd, buf, fds, MsgFlags::MSG_CMSG_CLOEXEC)
+}
+
 /// Reads from a client, collecting any descriptors sent along (SCM_RIGHTS).
 fn receive(
     stream: &UnixStream,
     buf: &mut [u8],
     fds: &mut std::collections::VecDeque<OwnedFd>,
+) -> Result<usize, Errno> {
+    receive_with(
+        stream.as_fd(),
+        buf,
+        fds,
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )
+}
+
+fn receive_with(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut std::collections::VecDeque<OwnedFd>,
+    flags: MsgFlags,
 ) -> Result<usize, Errno> {
     use std::io::IoSliceMut;
     use std::os::fd::FromRawFd;
@@ -968,12 +1106,7 @@ fn receive(
 
     let mut space = nix::cmsg_space!([RawFd; 3]);
     let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
-    )?;
+    let msg = recvmsg::<()>(fd.as_raw_fd(), &mut iov, Some(&mut space), flags)?;
     let bytes = msg.bytes;
     if let Ok(cmsgs) = msg.cmsgs() {
         for cmsg in cmsgs {

@@ -57,7 +57,7 @@ impl Drop for TempDir {
 /// The busybox applets the tests use, linked into every rootfs.
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "sleep", "touch", "id", "pwd", "env", "head", "tail", "tr", "dd", "grep",
-    "seq", "hostname", "nc", "true", "false", "ls", "kill", "wc", "mkdir", "rm",
+    "seq", "hostname", "nc", "true", "false", "ls", "kill", "wc", "mkdir", "rm", "tty", "stty",
 ];
 
 /// Makes a busybox root filesystem (Debian's busybox-static) under `dir`.

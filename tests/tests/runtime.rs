@@ -586,6 +586,85 @@ fn exec_runs_a_process_inside_a_running_container() {
 }
 
 #[test]
+fn exec_with_a_tty_gets_a_terminal_of_its_own() {
+    use std::io::{Read, Write};
+    use std::os::fd::{AsRawFd, OwnedFd};
+
+    let f = Fixture::new("exec-tty");
+    let client = f.sup.client();
+    let config = f.config("c-tty", "echo ready; exec sleep 1000");
+    let b = bundle(f.dir.path(), "c-tty", &config);
+    let log = f.dir.path().join("logs/c-tty.log");
+    let mut control = f.sup.client();
+    control.create("c-tty", &b, &log).unwrap();
+    control.start("c-tty").unwrap();
+    wait_for_output(&mut control, "c-tty", &log);
+
+    // The terminal is the container's own (its devpts), the process's
+    // controlling terminal, sized by the caller, and carries input and output.
+    // It reads first: by then the size below is set.
+    let script = "read line; tty; [ -t 0 ] && [ -t 2 ] && echo stdio-is-a-tty; stty size; \
+                  echo got:$line; exit 5";
+    let mut exec = client
+        .exec_tty(
+            "c-tty",
+            &["/bin/sh".into(), "-c".into(), script.into()],
+            &[],
+        )
+        .unwrap();
+    let size = nix::pty::Winsize {
+        ws_row: 33,
+        ws_col: 101,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one Winsize from the pointer, which lives here.
+    let rc = unsafe { nix::libc::ioctl(exec.master().as_raw_fd(), nix::libc::TIOCSWINSZ, &size) };
+    assert_eq!(rc, 0, "resizing the terminal");
+    let mut master = fs::File::from(OwnedFd::from(exec.master().try_clone_to_owned().unwrap()));
+    master.write_all(b"hello\n").unwrap();
+    let code = exec.wait().unwrap();
+    assert_eq!(code, 5);
+    drop(exec);
+    // Read what is left; the terminal reports EIO once the process side is gone.
+    let mut output = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => output.extend_from_slice(&buf[..n]),
+            Err(e) if e.raw_os_error() == Some(nix::libc::EIO) => break,
+            Err(e) => panic!("reading the terminal: {e}"),
+        }
+    }
+    let output = String::from_utf8_lossy(&output).replace('\r', "");
+    assert!(output.contains("/dev/pts/0\n"), "{output:?}");
+    assert!(output.contains("stdio-is-a-tty\n"), "{output:?}");
+    assert!(output.contains("got:hello\n"), "{output:?}");
+    assert!(output.contains("33 101\n"), "{output:?}");
+    // The container's own log saw none of it.
+    assert_eq!(log_lines(&log), vec!["ready"]);
+    // Nothing of the handshake is left in the supervisor's directory.
+    let leftovers: Vec<_> = fs::read_dir(&f.sup.root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("tty-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // A refused tty exec is an error, not a hang.
+    let err = f
+        .sup
+        .client()
+        .exec_tty("nope", &["true".into()], &[])
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), Some(ErrorKind::NotFound));
+    control.delete("c-tty").unwrap();
+}
+
+#[test]
 fn the_operator_cli_lists_shows_logs_execs_and_removes() {
     let f = Fixture::new("cli");
     let mut client = f.sup.client();
@@ -631,6 +710,11 @@ fn the_operator_cli_lists_shows_logs_execs_and_removes() {
     ]);
     assert_eq!(exec.status.code(), Some(4));
     assert_eq!(String::from_utf8_lossy(&exec.stdout), "42 c-cli\n");
+    // With -t the output comes through the container's terminal (with its
+    // carriage returns), even when this side is no terminal.
+    let exec_tty = armlet(&["exec", "-t", "c-cli", "--", "/bin/sh", "-c", "tty; exit 6"]);
+    assert_eq!(exec_tty.status.code(), Some(6), "{exec_tty:?}");
+    assert_eq!(String::from_utf8_lossy(&exec_tty.stdout), "/dev/pts/0\r\n");
     let stats = armlet(&["stats", "c-cli"]);
     assert!(stats.status.success(), "{stats:?}");
     let rm = armlet(&["rm", "c-cli", "c-missing"]);

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 /// The version line: crate version plus the target it was built for, so a user
 /// (and the demo) can tell an aarch64 build from an armv7 one.
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ARMLET_TARGET"), ")");
+pub(crate) const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ARMLET_TARGET"), ")");
 
 /// Where the container supervisor keeps its socket and state (tmpfs).
 const DEFAULT_RUNTIME_ROOT: &str = "/run/armlet/runtime";
@@ -56,6 +56,9 @@ enum Command {
         #[arg(short, long, conflicts_with = "rm")]
         detach: bool,
     },
+    /// Ask about or upgrade the running container supervisor.
+    #[command(subcommand)]
+    Supervisor(SupervisorCommand),
     /// List containers with their state.
     Ps {
         /// Also list exited containers.
@@ -72,6 +75,9 @@ enum Command {
         /// Prefix lines with their RFC 3339 timestamps.
         #[arg(long)]
         timestamps: bool,
+        /// Keep printing new lines until the container has exited.
+        #[arg(short, long)]
+        follow: bool,
     },
     /// Run a command in a running container, with this terminal's stdin, stdout
     /// and stderr; exits with the command's exit code.
@@ -109,6 +115,19 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum SupervisorCommand {
+    /// Show the running supervisor's version and pid.
+    Status,
+    /// Replace the running supervisor's program (an upgraded armlet) in place:
+    /// same pid, every container kept, exit codes still collected.
+    Upgrade {
+        /// The program to switch to; this armlet binary by default.
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = cli.runtime_root;
@@ -133,12 +152,17 @@ fn main() -> Result<()> {
             let code = ops::run(&root, &id, &options)?;
             std::process::exit(code);
         }
+        Command::Supervisor(SupervisorCommand::Status) => ops::supervisor_status(&root),
+        Command::Supervisor(SupervisorCommand::Upgrade { binary }) => {
+            ops::supervisor_upgrade(&root, binary)
+        }
         Command::Ps { all } => ops::ps(&root, all),
         Command::Logs {
             id,
             tail,
             timestamps,
-        } => ops::logs(&root, &id, tail, timestamps),
+            follow,
+        } => ops::logs(&root, &id, tail, timestamps, follow),
         Command::Exec {
             id,
             env,
@@ -189,5 +213,18 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["armlet", "run", "-d", "--rm", "c1"]).is_err());
         assert!(Cli::try_parse_from(["armlet", "stop", "c1", "--timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn logs_follow_parses() {
+        for flag in ["-f", "--follow"] {
+            let cli = Cli::try_parse_from(["armlet", "logs", flag, "--tail", "10", "c1"]).unwrap();
+            assert!(matches!(
+                cli.command,
+                Command::Logs { ref id, tail: Some(10), follow: true, .. } if id == "c1"
+            ));
+        }
+        let cli = Cli::try_parse_from(["armlet", "logs", "c1"]).unwrap();
+        assert!(matches!(cli.command, Command::Logs { follow: false, .. }));
     }
 }

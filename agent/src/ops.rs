@@ -18,7 +18,48 @@ pub fn supervise(root: PathBuf, log_max_size: u64, log_max_files: usize) -> Resu
         ..LogConfig::default()
     };
     logs.validate().context("log settings")?;
-    supervisor::serve(supervisor::Config { root, logs }).context("container supervisor")
+    supervisor::serve(supervisor::Config {
+        root,
+        logs,
+        version: crate::VERSION.to_owned(),
+    })
+    .context("container supervisor")
+}
+
+/// Prints which supervisor runs (version, pid).
+pub fn supervisor_status(root: &Path) -> Result<()> {
+    let (version, pid) = connect(root)?.hello()?;
+    println!("supervisor pid {pid}, armlet {version}");
+    Ok(())
+}
+
+/// Makes the running supervisor exec `binary` (this program by default): an
+/// upgrade that keeps every container and its exit status.
+pub fn supervisor_upgrade(root: &Path, binary: Option<PathBuf>) -> Result<()> {
+    let binary = match binary {
+        Some(b) => std::path::absolute(b)?,
+        None => std::env::current_exe().context("locating the armlet binary")?,
+    };
+    let mut client = connect(root)?;
+    let (before, pid) = client.hello()?;
+    client.upgrade(&binary)?;
+    drop(client);
+    // The old program closes every connection as it execs; the new one answers
+    // on the same socket once it has adopted the containers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Client::connect(&supervisor::socket_path(root)).and_then(|mut c| c.hello()) {
+            Ok((after, new_pid)) if new_pid == pid => {
+                println!("supervisor pid {pid}: armlet {before} -> {after}");
+                return Ok(());
+            }
+            Ok((_, new_pid)) => bail!("a different supervisor (pid {new_pid}) answers now"),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e).context("the upgraded supervisor does not answer");
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
 }
 
 fn connect(root: &Path) -> Result<Client> {

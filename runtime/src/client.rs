@@ -351,6 +351,24 @@ impl Client {
         }
     }
 
+    /// The supervisor's version and pid.
+    pub fn hello(&mut self) -> Result<(String, i32), ClientError> {
+        match self.call(&Request::Hello)? {
+            Response::Supervisor { version, pid } => Ok((version, pid)),
+            other => Err(ClientError::Protocol(format!(
+                "expected the supervisor's version, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Asks the supervisor to exec `binary` in its place (see
+    /// [`Request::Upgrade`]); this connection is closed by the exec.
+    pub fn upgrade(&mut self, binary: &Path) -> Result<(), ClientError> {
+        self.ok(&Request::Upgrade {
+            binary: binary.to_path_buf(),
+        })
+    }
+
     /// Removes a container (killing it if it still runs).
     pub fn delete(&mut self, id: &str) -> Result<(), ClientError> {
         self.ok(&Request::Delete { id: id.to_owned() })

@@ -81,6 +81,18 @@ pub enum Request {
         /// Container id.
         id: String,
     },
+    /// Which supervisor answers: its version and pid.
+    Hello,
+    /// Replace the supervisor's program with `binary` (an upgraded `armlet`)
+    /// without losing a container: the process execs itself, keeping its pid,
+    /// so containers stay its children and their exit codes are still
+    /// collected; the listening socket is handed over, so no client is turned
+    /// away. Answered `Ok` before the exec; other connections are closed by it
+    /// (a client waiting for an exit asks again).
+    Upgrade {
+        /// The program to exec, with the arguments the supervisor was started with.
+        binary: PathBuf,
+    },
     /// Remove a container: kill what still runs, remove its cgroups and state.
     /// The log file stays (the kubelet keeps logs of dead containers).
     Delete {
@@ -137,6 +149,13 @@ pub enum Response {
     Containers {
         /// The containers, sorted by id.
         containers: Vec<ContainerInfo>,
+    },
+    /// Who answers (answers Hello).
+    Supervisor {
+        /// The version string of the program running as the supervisor.
+        version: String,
+        /// Its process id (unchanged by an upgrade).
+        pid: i32,
     },
     /// How an exec'd process ended (answers Exec).
     Exited {

@@ -14,7 +14,10 @@
 //! the supervisor dies, a chatty container blocks once the pipe is full instead of
 //! dying of SIGPIPE, and a restarted supervisor reopens the FIFOs and carries on.
 //! A container whose supervisor was restarted is no longer its child: its exit is
-//! noticed by polling and its exit code is unknown (reported as 255).
+//! noticed by polling and its exit code is unknown (reported as 255). An upgrade
+//! therefore does not restart the supervisor: the process execs the new program
+//! (`Request::Upgrade`), keeping its pid, its children and its listening socket,
+//! and the new program takes the containers over from the records on disk.
 //!
 //! It is deliberately single-threaded: libcontainer deadlocked when called from a
 //! multi-threaded process (a forked helper inherited a held stdout lock).
@@ -54,7 +57,13 @@ pub struct Config {
     pub root: PathBuf,
     /// Log rotation settings for every container.
     pub logs: LogConfig,
+    /// The program's version, reported to clients (`Hello`).
+    pub version: String,
 }
+
+/// The environment variable through which an upgrading supervisor hands its
+/// listening socket (a descriptor number) to the program it execs.
+const LISTEN_FD_ENV: &str = "ARMLET_SUPERVISOR_LISTEN_FD";
 
 impl Config {
     /// The control socket's path.
@@ -174,6 +183,8 @@ struct Supervisor {
     containers: BTreeMap<String, Entry>,
     /// Exec'd processes still running: pid → the client waiting for its exit.
     execs: BTreeMap<i32, u64>,
+    /// Set by an Upgrade request: exec this program once the reply is sent.
+    upgrade_to: Option<PathBuf>,
 }
 
 impl Supervisor {
@@ -187,12 +198,17 @@ impl Supervisor {
                 .map_err(setup_err(format!("creating {}", dir.display())))?;
         }
         let socket = config.socket_path();
-        if UnixStream::connect(&socket).is_ok() {
-            return Err(SupervisorError::AlreadyRunning(socket));
-        }
-        let _ = fs::remove_file(&socket);
-        let listener = UnixListener::bind(&socket)
-            .map_err(setup_err(format!("binding {}", socket.display())))?;
+        let listener = match inherited_listener() {
+            Some(listener) => listener,
+            None => {
+                if UnixStream::connect(&socket).is_ok() {
+                    return Err(SupervisorError::AlreadyRunning(socket));
+                }
+                let _ = fs::remove_file(&socket);
+                UnixListener::bind(&socket)
+                    .map_err(setup_err(format!("binding {}", socket.display())))?
+            }
+        };
         listener
             .set_nonblocking(true)
             .map_err(setup_err("making the socket non-blocking"))?;
@@ -205,6 +221,7 @@ impl Supervisor {
             next_client: 0,
             containers: BTreeMap::new(),
             execs: BTreeMap::new(),
+            upgrade_to: None,
         };
         sup.adopt();
         Ok(sup)
@@ -241,6 +258,7 @@ impl Supervisor {
             };
             let mut entry = Entry {
                 pid_start: None,
+                // Until waitpid below says otherwise.
                 is_child: false,
                 outputs: Vec::new(),
                 log: None,
@@ -256,8 +274,80 @@ impl Supervisor {
             }
             self.containers.insert(entry.info.id.clone(), entry);
         }
+        // After an upgrade (this program exec'd by the previous one, same pid)
+        // the containers are still our children: their exits, including any
+        // during the exec, come from waitpid as before.
+        let running: Vec<(String, i32)> = self
+            .containers
+            .iter()
+            .filter(|(_, e)| e.info.state != ContainerState::Exited)
+            .map(|(id, e)| (id.clone(), e.info.pid))
+            .collect();
+        for (id, pid) in running {
+            match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {
+                    if let Some(e) = self.containers.get_mut(&id) {
+                        e.is_child = true;
+                    }
+                }
+                Ok(status) => self.record_exit(Pid::from_raw(pid), status),
+                Err(_) => {} // not ours: a supervisor before us started it
+            }
+        }
         // Adopted processes that died while no supervisor watched.
         self.check_adopted();
+    }
+
+    /// Replaces this process's program with `binary`, keeping the pid (so the
+    /// containers stay our children), the listening socket and the arguments.
+    /// Returns only if the exec failed; the supervisor then carries on.
+    fn upgrade(&mut self, binary: &Path) {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+
+        // Unfinished lines go out as partial records, which the next program's
+        // records complete; then the log files are closed.
+        for entry in self.containers.values_mut() {
+            if let Some(log) = entry.log.as_mut() {
+                let _ = log.flush_partial();
+            }
+            entry.log = None;
+        }
+        let cstring = |bytes: &[u8]| CString::new(bytes.to_vec()).ok();
+        let args: Option<Vec<CString>> = std::iter::once(cstring(binary.as_os_str().as_bytes()))
+            .chain(std::env::args_os().skip(1).map(|a| cstring(a.as_bytes())))
+            .collect();
+        let listen_fd = self.listener.as_raw_fd();
+        let env: Option<Vec<CString>> = std::env::vars_os()
+            .filter(|(k, _)| k != LISTEN_FD_ENV)
+            .map(|(k, v)| {
+                let mut pair = k.as_bytes().to_vec();
+                pair.push(b'=');
+                pair.extend_from_slice(v.as_bytes());
+                cstring(&pair)
+            })
+            .chain(std::iter::once(cstring(
+                format!("{LISTEN_FD_ENV}={listen_fd}").as_bytes(),
+            )))
+            .collect();
+        let program = cstring(binary.as_os_str().as_bytes());
+        let result = match (program, args, env) {
+            (Some(program), Some(args), Some(env)) => set_cloexec(listen_fd, false)
+                .and_then(|()| nix::unistd::execve(&program, &args, &env).map(|_| ())),
+            _ => Err(Errno::EINVAL),
+        };
+        // Still here: the exec failed.
+        let _ = set_cloexec(listen_fd, true);
+        eprintln!(
+            "supervisor: upgrading to {} failed: {}",
+            binary.display(),
+            result.err().unwrap_or(Errno::UnknownErrno)
+        );
+        for entry in self.containers.values_mut() {
+            if entry.info.state != ContainerState::Exited {
+                entry.log = LogWriter::open(&entry.info.log_path, self.config.logs.clone()).ok();
+            }
+        }
     }
 
     fn run(&mut self) -> Result<(), SupervisorError> {
@@ -318,6 +408,9 @@ impl Supervisor {
             }
             if adopted {
                 self.check_adopted();
+            }
+            if let Some(binary) = self.upgrade_to.take() {
+                self.upgrade(&binary);
             }
         }
     }
@@ -444,6 +537,21 @@ impl Supervisor {
                 containers: self.containers.values().map(|e| e.info.clone()).collect(),
             }),
             Request::Delete { id } => self.delete(&id).map(|()| Response::Ok),
+            Request::Hello => Ok(Response::Supervisor {
+                version: self.config.version.clone(),
+                pid: std::process::id() as i32,
+            }),
+            Request::Upgrade { binary } => {
+                if binary.is_absolute() && binary.is_file() {
+                    self.upgrade_to = Some(binary);
+                    Ok(Response::Ok)
+                } else {
+                    Err(error(
+                        ErrorKind::BadRequest,
+                        format!("{} is not an absolute path to a file", binary.display()),
+                    ))
+                }
+            }
             Request::Exec {
                 id,
                 args,
@@ -990,6 +1098,38 @@ fn open_outputs(dir: &Path) -> io::Result<Vec<Output>> {
         }
     }
     Ok(outputs)
+}
+
+/// The listening socket a supervisor that upgraded itself left us, if any.
+fn inherited_listener() -> Option<UnixListener> {
+    use std::os::fd::FromRawFd;
+
+    let fd: RawFd = std::env::var(LISTEN_FD_ENV).ok()?.parse().ok()?;
+    // Only a listening Unix socket is taken; anything else means the variable
+    // is stale (inherited by something the previous program started).
+    let listening =
+        nix::sys::socket::getsockopt(&unsafe { BorrowedFd::borrow_raw(fd) }, nix::sys::socket::sockopt::AcceptConn);
+    if listening != Ok(true) {
+        return None;
+    }
+    set_cloexec(fd, true).ok()?;
+    // SAFETY: the descriptor was handed over to this program and nothing else
+    // in it owns it; it is a listening socket (checked above).
+    let listener = unsafe { UnixListener::from_raw_fd(fd) };
+    listener.set_nonblocking(true).ok()?;
+    Some(listener)
+}
+
+/// Sets or clears a descriptor's close-on-exec flag.
+fn set_cloexec(fd: RawFd, on: bool) -> Result<(), Errno> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    let flags = FdFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFD)?);
+    let flags = if on {
+        flags | FdFlag::FD_CLOEXEC
+    } else {
+        flags - FdFlag::FD_CLOEXEC
+    };
+    fcntl(fd, FcntlArg::F_SETFD(flags)).map(|_| ())
 }
 
 /// The supervisor's end of the OCI console-socket handshake for one `exec -t`:

@@ -343,6 +343,97 @@ fn containers_and_logs_survive_a_supervisor_crash() {
 }
 
 #[test]
+fn an_upgraded_supervisor_keeps_containers_logs_and_exit_codes() {
+    require_root();
+    let group = "upgrade";
+    remove_cgroups(group);
+    let dir = TempDir::new(group);
+    let rootfs = busybox_rootfs(dir.path());
+    let root = dir.path().join("runtime");
+    let script = "trap 'echo bye; exit 3' TERM; i=0; \
+                  while true; do echo line $i; i=$((i+1)); sleep 0.05; done";
+    let config = container(&rootfs, group, "c-up", &["/bin/sh", "-c", script]);
+    let b = bundle(dir.path(), "c-up", &config);
+    let log = dir.path().join("logs/c-up.log");
+    // The "new version": another copy of the program, so the exec is visible.
+    let new_binary = dir.path().join("armlet-new");
+    fs::copy(armlet_tests::release_binary(&armlet_tests::HOST), &new_binary).unwrap();
+
+    let sup = Supervisor::start(&root);
+    let mut client = sup.client();
+    client.create("c-up", &b, &log).unwrap();
+    let pid = client.start("c-up").unwrap().pid;
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, sup_pid) = client.hello().unwrap();
+    assert_eq!(sup_pid as u32, sup.pid());
+
+    // A relative path is refused and nothing happens.
+    let err = client.upgrade(Path::new("armlet-new")).unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::BadRequest));
+    client.upgrade(&new_binary).unwrap();
+    // The exec closes this connection; the same process answers again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut client = loop {
+        if let Ok(mut c) = armlet_runtime::client::Client::connect(
+            &armlet_runtime::supervisor::socket_path(&root),
+        ) {
+            if let Ok((_, p)) = c.hello() {
+                break (c, p);
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no answer after the upgrade");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(client.1 as u32, sup.pid(), "same process after the upgrade");
+    assert_eq!(
+        fs::read_link(format!("/proc/{}/exe", sup.pid())).unwrap(),
+        new_binary
+    );
+    let info = client.0.status("c-up").unwrap();
+    assert_eq!((info.state, info.pid), (ContainerState::Running, pid));
+    std::thread::sleep(Duration::from_millis(200));
+    // And back, through the operator CLI.
+    let back = std::process::Command::new(armlet_tests::release_binary(&armlet_tests::HOST))
+        .arg("--runtime-root")
+        .arg(&root)
+        .args(["supervisor", "upgrade"])
+        .output()
+        .unwrap();
+    assert!(back.status.success(), "{back:?}");
+    assert!(
+        String::from_utf8_lossy(&back.stdout).starts_with(&format!("supervisor pid {}:", sup.pid())),
+        "{back:?}"
+    );
+    assert_eq!(
+        fs::read_link(format!("/proc/{}/exe", sup.pid())).unwrap(),
+        armlet_tests::release_binary(&armlet_tests::HOST)
+    );
+    let mut client = armlet_runtime::client::Client::connect(
+        &armlet_runtime::supervisor::socket_path(&root),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Still our child: the exit code is the container's own, not "unknown".
+    client.kill("c-up", 15).unwrap();
+    let info = client.wait("c-up").unwrap();
+    assert_eq!(exit_code(&info), 3);
+    let lines = log_lines(&log);
+    // The trap said goodbye (busybox also reports the interrupted sleep, on
+    // stderr, so the order of the two is not fixed).
+    let counted: Vec<&String> = lines.iter().filter(|l| l.starts_with("line ")).collect();
+    assert!(lines.iter().any(|l| l == "bye"), "{lines:?}");
+    assert!(counted.len() > 10, "{lines:?}");
+    // No line lost or repeated across the exec.
+    for (i, line) in counted.iter().enumerate() {
+        assert_eq!(*line, &format!("line {i}"));
+    }
+    client.delete("c-up").unwrap();
+    drop(sup);
+    remove_cgroups(group);
+}
+
+#[test]
 fn repeated_create_and_delete_leaves_nothing_behind() {
     let f = Fixture::new("cycles");
     let mut client = f.sup.client();
@@ -805,4 +896,92 @@ fn the_agent_starts_a_detached_supervisor_once() {
     let _ = std::process::Command::new("kill")
         .arg(pids[0].to_string())
         .status();
+}
+
+#[test]
+fn logs_follow_prints_the_tail_then_new_lines_until_the_container_exits() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Child, Command, Stdio};
+    use std::time::Instant;
+
+    /// Waits for `child` at most 30 s (killing it then), for its status.
+    fn wait_bounded(child: &mut Child) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("armlet logs -f did not end");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    let f = Fixture::new("follow");
+    let mut client = f.sup.client();
+    let armlet = |args: &[&str]| {
+        let mut command = Command::new(armlet_tests::release_binary(&armlet_tests::HOST));
+        command
+            .arg("--runtime-root")
+            .arg(&f.sup.root)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    };
+
+    let script = "seq 1 5; sleep 1; seq 6 8; sleep 1; printf 'no newline'";
+    let b = bundle(f.dir.path(), "c-follow", &f.config("c-follow", script));
+    let log = f.dir.path().join("logs/c-follow.log");
+    client.create("c-follow", &b, &log).unwrap();
+    client.start("c-follow").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log_lines(&log).len() < 5 {
+        assert!(Instant::now() < deadline, "{:?}", log_lines(&log));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut follow = armlet(&["logs", "-f", "--tail", "2", "c-follow"])
+        .spawn()
+        .unwrap();
+    let status = wait_bounded(&mut follow);
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut follow.stdout.take().unwrap(), &mut stdout).unwrap();
+    std::io::Read::read_to_string(&mut follow.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    // The last two lines, every later one once, and the end without newline
+    // (written as a full record when the stream ended).
+    assert_eq!(stdout, "4\n5\n6\n7\n8\nno newline\n", "{stderr}");
+    assert_eq!(stderr, "");
+    assert_eq!(
+        client.status("c-follow").unwrap().state,
+        ContainerState::Exited
+    );
+    client.delete("c-follow").unwrap();
+
+    // A reader that goes away ends the follower quietly, container running.
+    let script = "while true; do echo tick; sleep 0.1; done";
+    let b = bundle(f.dir.path(), "c-ticks", &f.config("c-ticks", script));
+    let log = f.dir.path().join("logs/c-ticks.log");
+    client.create("c-ticks", &b, &log).unwrap();
+    client.start("c-ticks").unwrap();
+    let mut follow = armlet(&["logs", "--follow", "c-ticks"]).spawn().unwrap();
+    let mut first = String::new();
+    BufReader::new(follow.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first, "tick\n");
+    let status = wait_bounded(&mut follow);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut follow.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(stderr, "");
+    assert_eq!(
+        client.status("c-ticks").unwrap().state,
+        ContainerState::Running
+    );
+    client.delete("c-ticks").unwrap();
 }

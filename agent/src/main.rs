@@ -55,7 +55,14 @@ enum Command {
         /// Return once the container runs instead of waiting for it.
         #[arg(short, long, conflicts_with = "rm")]
         detach: bool,
+        /// A label, key=value (repeatable); the io.kubernetes.pod.* keys make
+        /// the container part of a pod in `armlet pods`.
+        #[arg(short, long = "label")]
+        label: Vec<String>,
     },
+    /// List pods (containers grouped by their pod labels) with each pod's CPU
+    /// and memory usage.
+    Pods,
     /// Ask about or upgrade the running container supervisor.
     #[command(subcommand)]
     Supervisor(SupervisorCommand),
@@ -142,12 +149,14 @@ fn main() -> Result<()> {
             log,
             rm,
             detach,
+            label,
         } => {
             let options = ops::RunOptions {
                 bundle,
                 log,
                 rm,
                 detach,
+                labels: label,
             };
             let code = ops::run(&root, &id, &options)?;
             std::process::exit(code);
@@ -157,6 +166,7 @@ fn main() -> Result<()> {
             ops::supervisor_upgrade(&root, binary)
         }
         Command::Ps { all } => ops::ps(&root, all),
+        Command::Pods => ops::pods(&root),
         Command::Logs {
             id,
             tail,

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use armlet_runtime::client::Client;
 use armlet_runtime::logs::{CollectOptions, LogConfig, read_lines};
-use armlet_runtime::protocol::{ContainerInfo, ContainerState};
+use armlet_runtime::protocol::{
+    ContainerInfo, ContainerState, LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE,
+    LABEL_POD_UID,
+};
 use armlet_runtime::supervisor;
 
 /// Runs the supervisor in this process (single-threaded: nothing else runs here).
@@ -91,6 +94,8 @@ pub struct RunOptions {
     pub rm: bool,
     /// Do not wait for the container.
     pub detach: bool,
+    /// Labels, as `key=value`.
+    pub labels: Vec<String>,
 }
 
 /// Creates and starts a container from a bundle; unless detached, waits for it,
@@ -105,7 +110,14 @@ pub fn run(root: &Path, id: &str, options: &RunOptions) -> Result<i32> {
         Some(log) => std::path::absolute(log)?,
         None => root.join("logs").join(format!("{id}.log")),
     };
-    client.create(id, &bundle, &log)?;
+    let mut labels = std::collections::BTreeMap::new();
+    for pair in &options.labels {
+        let Some((k, v)) = pair.split_once('=') else {
+            bail!("label {pair:?} is not key=value");
+        };
+        labels.insert(k.to_owned(), v.to_owned());
+    }
+    client.create_with_labels(id, &bundle, &log, labels)?;
     if let Err(e) = client.start(id) {
         let _ = client.delete(id);
         return Err(e.into());
@@ -142,8 +154,8 @@ pub fn ps(root: &Path, all: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<40} {:<24} {:>8}  CREATED",
-        "CONTAINER", "STATE", "PID"
+        "{:<32} {:<16} {:<32} {:<22} {:>8}  CREATED",
+        "CONTAINER", "NAME", "POD", "STATE", "PID"
     )?;
     for c in containers
         .iter()
@@ -151,11 +163,100 @@ pub fn ps(root: &Path, all: bool) -> Result<()> {
     {
         writeln!(
             out,
-            "{:<40} {:<24} {:>8}  {}",
+            "{:<32} {:<16} {:<32} {:<22} {:>8}  {}",
             c.id,
+            c.label(LABEL_CONTAINER_NAME).unwrap_or("-"),
+            pod_name(c).unwrap_or_else(|| "-".into()),
             state_text(c),
             c.pid,
             c.created_at.format_rfc3339_nano()
+        )?;
+    }
+    Ok(())
+}
+
+/// `namespace/name` of a container's pod, from its labels.
+fn pod_name(c: &ContainerInfo) -> Option<String> {
+    let name = c.label(LABEL_POD_NAME)?;
+    Some(match c.label(LABEL_POD_NAMESPACE) {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_owned(),
+    })
+}
+
+/// One pod as `armlet pods` shows it: its containers grouped by pod uid.
+#[derive(Debug, PartialEq, Eq)]
+struct PodRow {
+    uid: String,
+    name: String,
+    running: usize,
+    total: usize,
+    /// The pod's cgroup: the common parent of its containers' cgroups.
+    cgroup: Option<PathBuf>,
+}
+
+/// Groups containers by their pod uid label; containers without one are not
+/// part of a pod (`armlet ps` still lists them).
+fn pod_rows(containers: &[ContainerInfo]) -> Vec<PodRow> {
+    let mut pods: std::collections::BTreeMap<&str, PodRow> = Default::default();
+    for c in containers {
+        let Some(uid) = c.label(LABEL_POD_UID) else {
+            continue;
+        };
+        let row = pods.entry(uid).or_insert_with(|| PodRow {
+            uid: uid.to_owned(),
+            name: pod_name(c).unwrap_or_else(|| "-".into()),
+            running: 0,
+            total: 0,
+            cgroup: c
+                .cgroup
+                .parent()
+                .filter(|p| p.components().count() > 1)
+                .map(Path::to_path_buf),
+        });
+        row.total += 1;
+        if c.state == ContainerState::Running {
+            row.running += 1;
+        }
+        let parent = c.cgroup.parent();
+        if row.cgroup.as_deref() != parent {
+            // Containers of one pod in different cgroups: no pod-level figure.
+            row.cgroup = None;
+        }
+    }
+    pods.into_values().collect()
+}
+
+/// Lists pods (containers grouped by their pod labels) with the usage of each
+/// pod's cgroup.
+pub fn pods(root: &Path) -> Result<()> {
+    let containers = connect(root)?.list()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<38} {:<32} {:>10} {:>10} {:>12}",
+        "POD UID", "POD", "CONTAINERS", "CPU (ms)", "MEMORY (KiB)"
+    )?;
+    for row in pod_rows(&containers) {
+        let usage = row
+            .cgroup
+            .as_deref()
+            .and_then(|cg| armlet_runtime::stats::read(cg).ok());
+        let (cpu, memory) = match usage {
+            Some(u) => (
+                (u.cpu_usage_ns / 1_000_000).to_string(),
+                (u.memory_working_set_bytes / 1024).to_string(),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        writeln!(
+            out,
+            "{:<38} {:<32} {:>10} {:>10} {:>12}",
+            row.uid,
+            row.name,
+            format!("{}/{}", row.running, row.total),
+            cpu,
+            memory
         )?;
     }
     Ok(())
@@ -234,7 +335,14 @@ pub fn logs(
             }
             out.flush()?;
             if !exited && checked.elapsed() >= STATUS_INTERVAL {
-                exited = match client.status(id) {
+                let mut status = client.status(id);
+                if status.as_ref().is_err_and(|e| e.kind().is_none()) {
+                    // The connection broke (a supervisor upgrade re-executes
+                    // it): ask again on a new one.
+                    client = connect(root)?;
+                    status = client.status(id);
+                }
+                exited = match status {
                     Ok(info) => info.state == ContainerState::Exited,
                     // Removed meanwhile: its log is complete too.
                     Err(e) if e.kind() == Some(ErrorKind::NotFound) => true,
@@ -330,4 +438,62 @@ pub fn rm(root: &Path, ids: &[String]) -> Result<()> {
         bail!("{failed} of {} containers could not be removed", ids.len());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use armlet_runtime::time::Timestamp;
+
+    fn container(id: &str, pod: Option<(&str, &str)>, cgroup: &str, running: bool) -> ContainerInfo {
+        let mut labels = std::collections::BTreeMap::new();
+        if let Some((uid, name)) = pod {
+            labels.insert(LABEL_POD_UID.to_owned(), uid.to_owned());
+            labels.insert(LABEL_POD_NAME.to_owned(), name.to_owned());
+            labels.insert(LABEL_POD_NAMESPACE.to_owned(), "default".to_owned());
+        }
+        ContainerInfo {
+            id: id.into(),
+            state: if running {
+                ContainerState::Running
+            } else {
+                ContainerState::Exited
+            },
+            pid: 1,
+            bundle: "/b".into(),
+            log_path: "/l".into(),
+            created_at: Timestamp::now(),
+            started_at: None,
+            exit: None,
+            labels,
+            cgroup: cgroup.into(),
+        }
+    }
+
+    #[test]
+    fn containers_are_grouped_into_pods_with_their_common_cgroup() {
+        let rows = pod_rows(&[
+            container("a1", Some(("u-a", "web")), "/kubepods/pod-a/a1", true),
+            container("a2", Some(("u-a", "web")), "/kubepods/pod-a/a2", false),
+            container("b1", Some(("u-b", "db")), "/kubepods/pod-b/b1", true),
+            container("b2", Some(("u-b", "db")), "/elsewhere/b2", true),
+            container("loose", None, "/x/loose", true),
+            container("top", Some(("u-c", "flat")), "/c1", true),
+        ]);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            rows[0],
+            PodRow {
+                uid: "u-a".into(),
+                name: "default/web".into(),
+                running: 1,
+                total: 2,
+                cgroup: Some("/kubepods/pod-a".into()),
+            }
+        );
+        // Split across cgroups: no pod figure rather than a wrong one.
+        assert_eq!((rows[1].running, rows[1].total, &rows[1].cgroup), (2, 2, &None));
+        // A container right under the root has no pod cgroup (never the root's).
+        assert_eq!(rows[2].cgroup, None);
+    }
 }

@@ -225,10 +225,23 @@ impl Client {
         bundle: &Path,
         log_path: &Path,
     ) -> Result<ContainerInfo, ClientError> {
+        self.create_with_labels(id, bundle, log_path, Default::default())
+    }
+
+    /// [`create`](Self::create) with labels saying whom the container belongs
+    /// to (pod uid, name and namespace, container name).
+    pub fn create_with_labels(
+        &mut self,
+        id: &str,
+        bundle: &Path,
+        log_path: &Path,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<ContainerInfo, ClientError> {
         self.container(&Request::Create {
             id: id.to_owned(),
             bundle: bundle.to_path_buf(),
             log_path: log_path.to_path_buf(),
+            labels,
         })
     }
 

@@ -4,6 +4,7 @@
 //! per request, in order. Line-delimited JSON keeps the supervisor free of any
 //! RPC framework and lets a person talk to it with `socat` when debugging.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,10 @@ pub enum Request {
         bundle: PathBuf,
         /// The CRI log file for stdout and stderr.
         log_path: PathBuf,
+        /// Who the container belongs to, kept with it and listed back, as CRI
+        /// labels are (see [`LABEL_POD_UID`] and its siblings).
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
     },
     /// Run a created container's command.
     Start {
@@ -132,7 +137,30 @@ pub struct ContainerInfo {
     pub started_at: Option<Timestamp>,
     /// How it ended, once it has.
     pub exit: Option<ExitStatus>,
+    /// The labels it was created with.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Its cgroup (the spec's `cgroupsPath`); the parent is its pod's.
+    #[serde(default)]
+    pub cgroup: PathBuf,
 }
+
+impl ContainerInfo {
+    /// The value of one of its labels.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+}
+
+/// Label holding the uid of the pod a container belongs to (the kubelet's and
+/// containerd's key, so tools that know CRI read it the same way).
+pub const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
+/// Label holding the pod's name.
+pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
+/// Label holding the pod's namespace.
+pub const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+/// Label holding the container's name within its pod.
+pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
 
 /// The supervisor's answer to one request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

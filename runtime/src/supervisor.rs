@@ -511,7 +511,8 @@ impl Supervisor {
                 id,
                 bundle,
                 log_path,
-            } => self.create(&id, bundle, log_path),
+                labels,
+            } => self.create(&id, bundle, log_path, labels),
             Request::Start { id } => self.start(&id),
             Request::Kill { id, signal } => self.kill(&id, signal).map(|()| Response::Ok),
             Request::Wait { id } => match self.containers.get_mut(&id) {
@@ -581,8 +582,20 @@ impl Supervisor {
         id: &str,
         bundle: PathBuf,
         log_path: PathBuf,
+        labels: BTreeMap<String, String>,
     ) -> Result<Response, Refusal> {
         validate_id(id).map_err(|m| error(ErrorKind::BadRequest, m))?;
+        // Labels are stored and sent back with every listing: keep them small.
+        let label_bytes: usize = labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if labels.len() > 64 || label_bytes > 16 * 1024 {
+            return Err(error(
+                ErrorKind::BadRequest,
+                format!(
+                    "{} labels of {label_bytes} bytes: at most 64 labels and 16 KiB",
+                    labels.len()
+                ),
+            ));
+        }
         if self.containers.contains_key(id) {
             return Err(error(
                 ErrorKind::AlreadyExists,
@@ -596,7 +609,7 @@ impl Supervisor {
             ));
         }
         let dir = self.container_dir(id);
-        let result = self.create_in(id, &dir, &bundle, &log_path);
+        let result = self.create_in(id, &dir, &bundle, &log_path, labels);
         if result.is_err() {
             // Nothing half-made stays behind: not our directory, not libcontainer's.
             let _ = fs::remove_dir_all(&dir);
@@ -614,6 +627,7 @@ impl Supervisor {
         dir: &Path,
         bundle: &Path,
         log_path: &Path,
+        labels: BTreeMap<String, String>,
     ) -> Result<Response, Refusal> {
         let failed = |what: &str, e: &dyn std::error::Error| {
             error(ErrorKind::Failed, format!("{what}: {}", chain(e)))
@@ -677,13 +691,15 @@ impl Supervisor {
             created_at: Timestamp::now(),
             started_at: None,
             exit: None,
+            labels,
+            cgroup: cgroup_of(bundle),
         };
         let entry = Entry {
             pid_start: process_start_time(pid),
             is_child: true,
             outputs,
             log: Some(log),
-            cgroup: cgroup_of(bundle),
+            cgroup: info.cgroup.clone(),
             waiters: Vec::new(),
             info: info.clone(),
         };

@@ -6,7 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use armlet_runtime::logs::{CollectOptions, read_lines};
-use armlet_runtime::protocol::{ContainerInfo, ContainerState, ErrorKind};
+use armlet_runtime::protocol::{
+    ContainerInfo, ContainerState, ErrorKind, LABEL_CONTAINER_NAME, LABEL_POD_NAME,
+    LABEL_POD_NAMESPACE, LABEL_POD_UID,
+};
 use armlet_runtime::sandbox::{Sandbox, SandboxConfig};
 use armlet_runtime::spec::{BindMount, ContainerConfig, Namespace, Seccomp};
 use armlet_tests::node::{
@@ -765,7 +768,18 @@ fn the_operator_cli_lists_shows_logs_execs_and_removes() {
         &f.config("c-cli", "echo ready; exec sleep 1000"),
     );
     let log = f.dir.path().join("logs/c-cli.log");
-    client.create("c-cli", &b, &log).unwrap();
+    let labels = [
+        (LABEL_POD_UID, "0d5c-uid"),
+        (LABEL_POD_NAME, "web"),
+        (LABEL_POD_NAMESPACE, "shop"),
+        (LABEL_CONTAINER_NAME, "nginx"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .into_iter()
+    .collect();
+    client
+        .create_with_labels("c-cli", &b, &log, labels)
+        .unwrap();
     client.start("c-cli").unwrap();
     wait_for_output(&mut client, "c-cli", &log);
 
@@ -787,6 +801,26 @@ fn the_operator_cli_lists_shows_logs_execs_and_removes() {
             .any(|l| l.starts_with("c-cli ") && l.contains("Running")),
         "{ps_out}"
     );
+    assert!(
+        ps_out.lines().any(|l| l.starts_with("c-cli ")
+            && l.contains(" nginx ")
+            && l.contains(" shop/web ")),
+        "{ps_out}"
+    );
+    // The pod, its one running container, and its cgroup's usage (the pod's
+    // cgroup is the parent of the container's).
+    let pods = armlet(&["pods"]);
+    let pods_out = String::from_utf8_lossy(&pods.stdout);
+    assert!(pods.status.success(), "{pods:?}");
+    let row: Vec<&str> = pods_out
+        .lines()
+        .find(|l| l.starts_with("0d5c-uid "))
+        .unwrap_or_else(|| panic!("{pods_out}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(&row[..3], &["0d5c-uid", "shop/web", "1/1"], "{pods_out}");
+    let memory_kib: u64 = row[4].parse().unwrap_or_else(|_| panic!("{pods_out}"));
+    assert!(memory_kib > 0, "{pods_out}");
     let logs = armlet(&["logs", "c-cli"]);
     assert_eq!(String::from_utf8_lossy(&logs.stdout), "ready\n");
     let exec = armlet(&[

@@ -43,7 +43,13 @@ pub enum ChannelError {
 
 pub fn main_channel() -> Result<(MainSender, MainReceiver), ChannelError> {
     let (sender, receiver) = channel::<Message>()?;
-    Ok((MainSender { sender }, MainReceiver { receiver }))
+    Ok((
+        MainSender { sender },
+        MainReceiver {
+            receiver,
+            early_init_ready: false,
+        },
+    ))
 }
 
 pub struct MainSender {
@@ -112,19 +118,22 @@ impl MainSender {
 
 pub struct MainReceiver {
     receiver: Receiver<Message>,
+    // The init process is a sibling of the intermediate one and writes to the
+    // same channel: it can report ready before the intermediate process
+    // reports the init's pid. Such an early InitReady is kept for
+    // wait_for_init_ready.
+    early_init_ready: bool,
 }
 
 impl MainReceiver {
     /// Waits for associated intermediate process to send ready message
     /// and return the pid of init process which is forked by intermediate process
     pub fn wait_for_intermediate_ready(&mut self) -> Result<Pid, ChannelError> {
-        let msg = self
-            .receiver
-            .recv()
-            .map_err(|err| ChannelError::ReceiveError {
-                msg: "waiting for intermediate process".to_string(),
-                source: err,
-            })?;
+        let mut msg = self.recv_intermediate()?;
+        if let Message::InitReady = msg {
+            self.early_init_ready = true;
+            msg = self.recv_intermediate()?;
+        }
 
         match msg {
             Message::IntermediateReady(pid) => Ok(Pid::from_raw(pid)),
@@ -135,6 +144,15 @@ impl MainReceiver {
                 received: msg,
             }),
         }
+    }
+
+    fn recv_intermediate(&mut self) -> Result<Message, ChannelError> {
+        self.receiver
+            .recv()
+            .map_err(|err| ChannelError::ReceiveError {
+                msg: "waiting for intermediate process".to_string(),
+                source: err,
+            })
     }
 
     pub fn wait_for_mapping_request(&mut self) -> Result<(), ChannelError> {
@@ -203,6 +221,9 @@ impl MainReceiver {
     /// Waits for associated init process to send ready message
     /// and return the pid of init process which is forked by init process
     pub fn wait_for_init_ready(&mut self) -> Result<(), ChannelError> {
+        if std::mem::take(&mut self.early_init_ready) {
+            return Ok(());
+        }
         let msg = self
             .receiver
             .recv()

@@ -1,11 +1,13 @@
-//! Helpers for armlet's end-to-end tests: finding the built binaries and
-//! examining them.
+//! Helpers for armlet's end-to-end tests: finding the built binaries, examining
+//! them, running containers on this machine ([`node`]) and booting ARM guests
+//! under qemu-system ([`qemu`]).
 //!
 //! `cargo xtask test` builds the release binaries first and tells the tests where
 //! they are (`ARMLET_BIN_HOST`, `ARMLET_BIN_AARCH64`, `ARMLET_BIN_ARMV7`).
 
 pub mod elf;
 pub mod node;
+pub mod qemu;
 
 use std::path::{Path, PathBuf};
 

@@ -7,14 +7,18 @@
 //! - that target std, fetched with `apt-get download` and unpacked with `dpkg-deb -x`:
 //!   multiarch `apt-get install` breaks on version skew between architectures, so
 //!   the version taken is the newest one published for all three alike;
-//! - a sysroot per ARM target with the C libraries crates link (libseccomp).
+//! - a sysroot per ARM target with the C libraries crates link (libseccomp);
+//! - a QEMU guest per ARM target for the tests that boot a real kernel
+//!   (`tests/src/qemu.rs`): Debian's kernel of that architecture (arm64, and
+//!   armmp-lpae for armhf, which QEMU's `virt` board runs) and its busybox-static,
+//!   fetched like the std and unpacked into [`guest_dir`].
 //!
 //! A machine that is already ready is recognised from installed packages and stamp
 //! files alone (no apt calls), so the step is quiet and costs milliseconds.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use crate::build::{ARM_TARGETS, Target};
 use crate::cmd;
@@ -54,6 +58,28 @@ const SYSROOT_PACKAGES: &[&str] = &["libseccomp-dev", "libseccomp2"];
 /// Where setup keeps its own state: stamps and the per-target sysroots.
 pub const STATE_DIR: &str = "/var/lib/armlet-dev";
 
+/// The layout of a guest directory, recorded in its stamp: bump it when the files
+/// `tests/src/qemu.rs` expects change, so that setup redoes them.
+const GUEST_LAYOUT: &str = "guest-layout=1";
+
+/// A target's QEMU guest files: `vmlinuz` (the kernel qemu boots), `config` (its
+/// build configuration) and `busybox` (static). `tests/src/qemu.rs` reads them here.
+pub fn guest_dir(target: &Target) -> PathBuf {
+    Path::new(STATE_DIR).join("qemu").join(target.deb_arch)
+}
+
+/// The Debian metapackage naming a target's current guest kernel: the generic
+/// arm64 one, and for armhf the LPAE flavour, made for Cortex-A15-class CPUs like
+/// the one the guest emulates (QEMU's `virt` board then places devices above
+/// 4 GiB, which only an LPAE kernel can address) and like the Raspberry Pi's
+/// 32-bit `v7l` kernels.
+fn guest_kernel_metapackage(target: &Target) -> String {
+    match target.deb_arch {
+        "armhf" => "linux-image-armmp-lpae".to_owned(),
+        arch => format!("linux-image-{arch}"),
+    }
+}
+
 /// The sysroot holding a target's C libraries (`usr/lib/<multiarch>/...`).
 pub fn sysroot(target: &Target) -> PathBuf {
     Path::new(STATE_DIR).join("sysroot").join(target.triple)
@@ -76,6 +102,7 @@ pub fn run() -> Result<()> {
     for target in ARM_TARGETS {
         install_target_std(target, &version)?;
         install_sysroot(target)?;
+        install_guest(target)?;
     }
     let still = missing_parts()?;
     if !still.is_empty() {
@@ -116,6 +143,9 @@ fn missing_parts() -> Result<Vec<String>> {
         }
         if read_stamp(&sysroot_stamp(target)).as_deref() != Some(&SYSROOT_PACKAGES.join(" ")) {
             missing.push(format!("sysroot for {}", target.triple));
+        }
+        if !guest_ready(target) {
+            missing.push(format!("QEMU guest kernel for {}", target.deb_arch));
         }
     }
     Ok(missing)
@@ -391,6 +421,178 @@ fn install_sysroot(target: &Target) -> Result<()> {
     write_stamp(&sysroot_stamp(target), &want)
 }
 
+/// True when the target's guest files are in place as this version of setup lays
+/// them out (stamp and files alone: no apt calls).
+fn guest_ready(target: &Target) -> bool {
+    let stamp_ok = read_stamp(&guest_stamp(target))
+        .is_some_and(|s| s.split_whitespace().next() == Some(GUEST_LAYOUT));
+    let dir = guest_dir(target);
+    stamp_ok
+        && ["vmlinuz", "config", "busybox"]
+            .iter()
+            .all(|f| dir.join(f).is_file())
+}
+
+/// Fetches the target's guest kernel and busybox-static and unpacks the three
+/// files the tests need (the kernel's modules are not needed: what the tests use
+/// is built in, and leaving them out saves ~300 MB).
+fn install_guest(target: &Target) -> Result<()> {
+    if guest_ready(target) {
+        return Ok(());
+    }
+    let meta = guest_kernel_metapackage(target);
+    let kernel_pkg = kernel_package_of(target, &meta)?;
+    println!(
+        "setup: QEMU guest for {}: {kernel_pkg} and busybox-static",
+        target.deb_arch
+    );
+    let pkgs = [
+        format!("{kernel_pkg}:{}", target.deb_arch),
+        format!("busybox-static:{}", target.deb_arch),
+    ];
+    let scratch = Path::new(STATE_DIR).join("debs").join(target.deb_arch);
+    let debs = download_debs(&pkgs, &scratch)?;
+    let unpacked = scratch.join("unpacked");
+    fs::create_dir_all(&unpacked)
+        .map_err(|e| fail!("cannot create {}: {e}", unpacked.display()))?;
+    let mut versions = Vec::new();
+    for deb in &debs {
+        let fields = cmd::stdout(
+            Command::new("dpkg-deb")
+                .arg("-f")
+                .arg(deb)
+                .args(["Package", "Version"]),
+        )?;
+        let (package, version) = parse_deb_fields(&fields);
+        let members: &[&str] = if package == "busybox-static" {
+            &["./bin/busybox"]
+        } else {
+            &["./boot"]
+        };
+        extract_members(deb, &unpacked, members)?;
+        versions.push(format!("{package}={version}"));
+    }
+    let boot = unpacked.join("boot");
+    let find_boot = |prefix: &str| -> Result<PathBuf> {
+        fs::read_dir(&boot)
+            .map_err(|e| fail!("{kernel_pkg} has no /boot ({e})"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+            })
+            .ok_or_else(|| fail!("{kernel_pkg} has no /boot/{prefix}*"))
+    };
+    let (kernel, config) = (find_boot("vmlinuz-")?, find_boot("config-")?);
+    let busybox = unpacked.join("bin/busybox");
+    // Built aside and renamed into place: an interrupted setup leaves no half guest.
+    let dir = guest_dir(target);
+    let fresh = dir.with_extension("new");
+    let _ = fs::remove_dir_all(&fresh);
+    fs::create_dir_all(&fresh).map_err(|e| fail!("cannot create {}: {e}", fresh.display()))?;
+    for (from, name) in [
+        (&kernel, "vmlinuz"),
+        (&config, "config"),
+        (&busybox, "busybox"),
+    ] {
+        let to = fresh.join(name);
+        fs::copy(from, &to)
+            .map_err(|e| fail!("cannot copy {} to {}: {e}", from.display(), to.display()))?;
+    }
+    let _ = fs::remove_dir_all(&dir);
+    fs::rename(&fresh, &dir)
+        .map_err(|e| fail!("cannot move {} to {}: {e}", fresh.display(), dir.display()))?;
+    let _ = fs::remove_dir_all(&scratch);
+    write_stamp(
+        &guest_stamp(target),
+        &format!("{GUEST_LAYOUT} {}", versions.join(" ")),
+    )
+}
+
+/// The versioned kernel package a metapackage points to today (e.g.
+/// `linux-image-arm64` → `linux-image-6.1.0-50-arm64`): asked of apt rather than
+/// written here, as Debian drops old kernel ABIs from the archive.
+fn kernel_package_of(target: &Target, meta: &str) -> Result<String> {
+    let arch = target.deb_arch;
+    let out = cmd::stdout(Command::new("apt-cache").args(["depends", &format!("{meta}:{arch}")]))
+        .map_err(|e| fail!("{e}\nis the {arch} package index loaded? (apt-get update)"))?;
+    parse_kernel_dependency(&out).ok_or_else(|| {
+        fail!("apt knows {meta}:{arch} but names no linux-image package it depends on:\n{out}")
+    })
+}
+
+/// The first `Depends: linux-image-...` of `apt-cache depends` output, without
+/// its `:arch` suffix.
+fn parse_kernel_dependency(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let dep = l.trim().strip_prefix("Depends:")?.trim();
+        let name = dep
+            .split(':')
+            .next()?
+            .trim_start_matches('<')
+            .trim_end_matches('>');
+        name.starts_with("linux-image-").then(|| name.to_owned())
+    })
+}
+
+/// `dpkg-deb -f DEB Package Version` output → (package, version).
+fn parse_deb_fields(text: &str) -> (String, String) {
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(key)?
+                    .strip_prefix(':')
+                    .map(|v| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| "?".to_owned())
+    };
+    (field("Package"), field("Version"))
+}
+
+/// Extracts the given members (directories or files, spelled as in the package,
+/// `./boot`) of a .deb into `into`, leaving the rest of it packed.
+fn extract_members(deb: &Path, into: &Path, members: &[&str]) -> Result<()> {
+    let what = format!(
+        "dpkg-deb --fsys-tarfile {} | tar -x {}",
+        deb.display(),
+        members.join(" ")
+    );
+    let mut dpkg = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(deb)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail!("cannot start `{what}`: {e}"))?;
+    let tar_input = dpkg
+        .stdout
+        .take()
+        .ok_or_else(|| fail!("`{what}`: no pipe from dpkg-deb"))?;
+    let tar = Command::new("tar")
+        .arg("-x")
+        .arg("-C")
+        .arg(into)
+        .args(members)
+        .stdin(tar_input)
+        .output();
+    let dpkg_status = dpkg.wait().map_err(|e| fail!("`{what}`: {e}"))?;
+    let tar = tar.map_err(|e| fail!("cannot start `{what}`: {e}"))?;
+    if !dpkg_status.success() || !tar.status.success() {
+        return Err(fail!(
+            "`{what}` failed (dpkg-deb {dpkg_status}, tar {}):\n{}",
+            tar.status,
+            cmd::tail(&tar.stderr, 10)
+        ));
+    }
+    Ok(())
+}
+
+fn guest_stamp(target: &Target) -> PathBuf {
+    Path::new(STATE_DIR)
+        .join("stamps")
+        .join(format!("guest-{}", target.deb_arch))
+}
+
 fn std_stamp(target: &Target) -> PathBuf {
     Path::new(STATE_DIR)
         .join("stamps")
@@ -455,6 +657,39 @@ mod tests {
             std_package("1.85.0+dfsg3-1~deb12u3").unwrap(),
             "libstd-rust-web-1.85"
         );
+    }
+
+    #[test]
+    fn guest_kernel_package_comes_from_the_metapackage() {
+        let text = "linux-image-arm64:arm64\n  Depends: linux-image-6.1.0-50-arm64:arm64\n";
+        assert_eq!(
+            parse_kernel_dependency(text).as_deref(),
+            Some("linux-image-6.1.0-50-arm64")
+        );
+        let text = "linux-image-armmp-lpae:armhf\n  Depends: <linux-image-6.1.0-9-armmp-lpae>\n";
+        assert_eq!(
+            parse_kernel_dependency(text).as_deref(),
+            Some("linux-image-6.1.0-9-armmp-lpae")
+        );
+        assert_eq!(parse_kernel_dependency("foo\n  Depends: libc6\n"), None);
+        assert_eq!(
+            guest_kernel_metapackage(&crate::build::AARCH64),
+            "linux-image-arm64"
+        );
+        assert_eq!(
+            guest_kernel_metapackage(&crate::build::ARMV7),
+            "linux-image-armmp-lpae"
+        );
+    }
+
+    #[test]
+    fn deb_fields_give_package_and_version() {
+        let (p, v) = parse_deb_fields("Package: busybox-static\nVersion: 1:1.35.0-4+deb12u1+b1\n");
+        assert_eq!(
+            (p.as_str(), v.as_str()),
+            ("busybox-static", "1:1.35.0-4+deb12u1+b1")
+        );
+        assert_eq!(parse_deb_fields(""), ("?".to_owned(), "?".to_owned()));
     }
 
     #[test]

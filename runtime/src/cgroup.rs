@@ -14,6 +14,15 @@ use std::path::{Path, PathBuf};
 
 use crate::spec::Resources;
 
+/// Whether this node uses cgroup v2 alone (the unified hierarchy mounted on
+/// `/sys/fs/cgroup`), which decides what a container spec asks for: a private
+/// cgroup namespace and `memory.oom.group`, as containerd and the kubelet do there.
+pub fn unified() -> bool {
+    Path::new(crate::stats::CGROUP_ROOT)
+        .join("cgroup.controllers")
+        .exists()
+}
+
 /// Why a pod cgroup could not be made or removed.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -189,6 +198,7 @@ mod tests {
             cpu_period: Some(100_000),
             memory_limit: Some(64 << 20),
             pids_limit: Some(20),
+            memory_oom_group: false,
         }
     }
 

@@ -93,6 +93,12 @@ pub fn container(rootfs: &Path, group: &str, id: &str, args: &[&str]) -> Contain
             ipc: Namespace::Private,
             uts: Namespace::Private,
             pid: Namespace::Private,
+            // As containerd: a private cgroup namespace on cgroup v2 only.
+            cgroup: if armlet_runtime::cgroup::unified() {
+                Namespace::Private
+            } else {
+                Namespace::Host
+            },
         },
         cgroups_path: PathBuf::from(format!("/armlet-e2e/{group}/{id}")),
         resources: Resources::default(),

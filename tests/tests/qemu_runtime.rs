@@ -15,7 +15,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use armlet_runtime::spec::{ContainerConfig, Resources, Seccomp, build_spec};
+use armlet_runtime::spec::{ContainerConfig, Namespace, Resources, Seccomp, build_spec};
 use armlet_tests::node::{TempDir, container};
 use armlet_tests::qemu::{Arch, Check, Console, Cpio, GuestKit, Vm, guest_initramfs};
 use armlet_tests::release_binary;
@@ -100,22 +100,23 @@ C=$POD/limits
 pid=$(ps_pid limits)
 mem=$(cat $C/memory.max 2>&1); pids=$(cat $C/pids.max 2>&1)
 own=$(cat /proc/$pid/cgroup 2>&1)
-cpumax=$(cat $C/cpu.max 2>&1); weight=$(cat $C/cpu.weight 2>&1)
+cpumax=$(cat $C/cpu.max 2>&1); weight=$(cat $C/cpu.weight 2>&1); group=$(cat $C/memory.oom.group 2>&1)
 # (Half the default shares give less than the default weight, 100, whichever
 # shares-to-weight mapping is used: runc changed it in 1.3.2.)
 [ "$rc" = 0 ] && [ "$mem" = @LIMITS_MEMORY@ ] && [ "$pids" = @LIMITS_PIDS@ ] \
     && [ "$cpumax" = "@LIMITS_CPU_MAX@" ] && [ "$weight" -ge 1 ] 2>/dev/null \
-    && [ "$weight" -lt 100 ] && [ "$own" = "0::@POD@/limits" ]
-check cgroup-limits $? "rc=$rc memory.max=$mem pids.max=$pids cpu.max=$cpumax cpu.weight=$weight pid=$pid cgroup=$own subtree=$(cat $POD/cgroup.subtree_control 2>&1)"
+    && [ "$weight" -lt 100 ] && [ "$own" = "0::@POD@/limits" ] && [ "$group" = 1 ]
+check cgroup-limits $? "rc=$rc memory.max=$mem pids.max=$pids cpu.max=$cpumax cpu.weight=$weight oom.group=$group pid=$pid cgroup=$own subtree=$(cat $POD/cgroup.subtree_control 2>&1)"
 
 # Usage comes from the v2 files: the container holds a 4 MB string.
 st=$(armlet stats limits 2>&1 | tail -n 1); kib=$(echo "$st" | awk '{ print $NF }')
 [ "${kib:-0}" -ge 3900 ] 2>/dev/null
 check stats $? "$st"
 
-# exec runs in the container (its hostname, its cgroup) and returns the exit code.
+# exec runs in the container (its hostname, its cgroup, seen through its own
+# cgroup namespace as the root) and returns the exit code.
 out=$(armlet exec limits -- /bin/sh -c 'echo in $(hostname) $(cat /proc/self/cgroup); exit 5' 2>&1); rc=$?
-[ "$rc" = 5 ] && [ "$out" = "in limits 0::@POD@/limits" ]
+[ "$rc" = 5 ] && [ "$out" = "in limits 0::/" ]
 check exec $? "rc=$rc out=$out"
 
 # The pids limit holds for processes exec'd into the container too.
@@ -181,7 +182,13 @@ fn guest_script(arch: Arch) -> String {
 fn config(id: &str, script: &str, resources: Resources) -> ContainerConfig {
     let mut config = container(Path::new("/rootfs"), "qemu", id, &["/bin/sh", "-c", script]);
     config.cgroups_path = PathBuf::from(POD_CGROUP).join(id);
-    config.resources = resources;
+    // What armlet on a v2 board asks for (containerd's and the kubelet's v2
+    // choices); the host building the spec here is v1.
+    config.namespaces.cgroup = Namespace::Private;
+    config.resources = Resources {
+        memory_oom_group: true,
+        ..resources
+    };
     config
 }
 
@@ -231,6 +238,7 @@ fn write_bundles(dir: &Path, arch: Arch) {
             cpu_shares: Some(LIMITS_CPU_SHARES),
             cpu_quota: Some(LIMITS_CPU_QUOTA),
             cpu_period: Some(LIMITS_CPU_PERIOD),
+            memory_oom_group: true,
         },
     ));
     // dd's buffer is one allocation four times the limit, filled at once: the

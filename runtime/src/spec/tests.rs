@@ -27,6 +27,7 @@ fn pod_container() -> ContainerConfig {
             ipc: Namespace::Join("/run/armlet/ns/p1/ipc".into()),
             uts: Namespace::Join("/run/armlet/ns/p1/uts".into()),
             pid: Namespace::Private,
+            cgroup: Namespace::Host,
         },
         cgroups_path: PathBuf::from("/armlet/pod-p1/c1"),
         resources: Resources::default(),
@@ -163,6 +164,7 @@ fn pod_namespaces_are_joined_by_path_and_host_ones_left_out() {
         ipc: Namespace::Host,
         uts: Namespace::Host,
         pid: Namespace::Host,
+        cgroup: Namespace::Host,
     };
     let spec = build_spec(&host).unwrap();
     let ns = spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
@@ -257,6 +259,30 @@ fn security_context_flags_reach_the_spec() {
 }
 
 #[test]
+fn cgroup_v2_choices_reach_the_spec() {
+    let mut c = pod_container();
+    let spec = build_spec(&c).unwrap();
+    let linux = spec.linux().as_ref().unwrap();
+    let has_cgroupns = |l: &oci_spec::runtime::Linux| {
+        l.namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::Cgroup)
+    };
+    assert!(!has_cgroupns(linux));
+    assert_eq!(linux.resources().as_ref().unwrap().unified(), &None);
+
+    c.namespaces.cgroup = Namespace::Private;
+    c.resources.memory_oom_group = true;
+    let spec = build_spec(&c).unwrap();
+    let linux = spec.linux().as_ref().unwrap();
+    assert!(has_cgroupns(linux));
+    let unified = linux.resources().as_ref().unwrap().unified().clone().unwrap();
+    assert_eq!(unified.get("memory.oom.group").map(String::as_str), Some("1"));
+}
+
+#[test]
 fn resources_become_cgroup_limits() {
     let mut c = pod_container();
     c.resources = Resources {
@@ -265,6 +291,7 @@ fn resources_become_cgroup_limits() {
         cpu_period: Some(DEFAULT_CPU_PERIOD),
         memory_limit: Some(64 << 20),
         pids_limit: Some(100),
+        memory_oom_group: false,
     };
     let spec = build_spec(&c).unwrap();
     let r = spec.linux().as_ref().unwrap().resources().clone().unwrap();

@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 
 /// The version line: crate version plus the target it was built for, so a user
 /// (and the demo) can tell an aarch64 build from an armv7 one.
-pub(crate) const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ARMLET_TARGET"), ")");
+pub(crate) const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (", env!("ARMLET_TARGET"), ")");
 
 /// Where the container supervisor keeps its socket and state (tmpfs).
 const DEFAULT_RUNTIME_ROOT: &str = "/run/armlet/runtime";

@@ -445,7 +445,12 @@ mod tests {
     use super::*;
     use armlet_runtime::time::Timestamp;
 
-    fn container(id: &str, pod: Option<(&str, &str)>, cgroup: &str, running: bool) -> ContainerInfo {
+    fn container(
+        id: &str,
+        pod: Option<(&str, &str)>,
+        cgroup: &str,
+        running: bool,
+    ) -> ContainerInfo {
         let mut labels = std::collections::BTreeMap::new();
         if let Some((uid, name)) = pod {
             labels.insert(LABEL_POD_UID.to_owned(), uid.to_owned());
@@ -492,7 +497,10 @@ mod tests {
             }
         );
         // Split across cgroups: no pod figure rather than a wrong one.
-        assert_eq!((rows[1].running, rows[1].total, &rows[1].cgroup), (2, 2, &None));
+        assert_eq!(
+            (rows[1].running, rows[1].total, &rows[1].cgroup),
+            (2, 2, &None)
+        );
         // A container right under the root has no pod cgroup (never the root's).
         assert_eq!(rows[2].cgroup, None);
     }

@@ -679,6 +679,17 @@ impl Supervisor {
             .pid()
             .ok_or_else(|| error(ErrorKind::Failed, "libcontainer reported no pid".into()))?
             .as_raw();
+        // On cgroup v2 the device allowlist is an eBPF program, which libcontainer
+        // (built without libbpf) does not load: attach ours while the init still
+        // waits for `start`. Failing fails the create, which removes the container.
+        if crate::devices::cgroup_v2_host() {
+            crate::devices::restrict_container(
+                &effective.join("config.json"),
+                pid,
+                Path::new(crate::devices::CGROUP_V2_ROOT),
+            )
+            .map_err(|e| failed("enforcing the device allowlist", &e))?;
+        }
         if let Some(adj) = oom_score_adj {
             apply_oom_score_adj(id, pid, adj);
         }
@@ -1123,8 +1134,10 @@ fn inherited_listener() -> Option<UnixListener> {
     let fd: RawFd = std::env::var(LISTEN_FD_ENV).ok()?.parse().ok()?;
     // Only a listening Unix socket is taken; anything else means the variable
     // is stale (inherited by something the previous program started).
-    let listening =
-        nix::sys::socket::getsockopt(&unsafe { BorrowedFd::borrow_raw(fd) }, nix::sys::socket::sockopt::AcceptConn);
+    // SAFETY: only borrowed for the call; an unknown number at worst makes
+    // getsockopt fail with EBADF or ENOTSOCK.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let listening = nix::sys::socket::getsockopt(&borrowed, nix::sys::socket::sockopt::AcceptConn);
     if listening != Ok(true) {
         return None;
     }
@@ -1189,7 +1202,10 @@ impl ConsoleRelay {
             }
         }
         let master = fds.pop_front().ok_or_else(|| {
-            io::Error::new(IoErrorKind::InvalidData, "no terminal came with the message")
+            io::Error::new(
+                IoErrorKind::InvalidData,
+                "no terminal came with the message",
+            )
         })?;
         let raw = [master.as_raw_fd()];
         sendmsg::<()>(

@@ -360,7 +360,11 @@ fn an_upgraded_supervisor_keeps_containers_logs_and_exit_codes() {
     let log = dir.path().join("logs/c-up.log");
     // The "new version": another copy of the program, so the exec is visible.
     let new_binary = dir.path().join("armlet-new");
-    fs::copy(armlet_tests::release_binary(&armlet_tests::HOST), &new_binary).unwrap();
+    fs::copy(
+        armlet_tests::release_binary(&armlet_tests::HOST),
+        &new_binary,
+    )
+    .unwrap();
 
     let sup = Supervisor::start(&root);
     let mut client = sup.client();
@@ -377,14 +381,17 @@ fn an_upgraded_supervisor_keeps_containers_logs_and_exit_codes() {
     // The exec closes this connection; the same process answers again.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut client = loop {
-        if let Ok(mut c) = armlet_runtime::client::Client::connect(
-            &armlet_runtime::supervisor::socket_path(&root),
-        ) {
+        if let Ok(mut c) =
+            armlet_runtime::client::Client::connect(&armlet_runtime::supervisor::socket_path(&root))
+        {
             if let Ok((_, p)) = c.hello() {
                 break (c, p);
             }
         }
-        assert!(std::time::Instant::now() < deadline, "no answer after the upgrade");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer after the upgrade"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(client.1 as u32, sup.pid(), "same process after the upgrade");
@@ -404,17 +411,17 @@ fn an_upgraded_supervisor_keeps_containers_logs_and_exit_codes() {
         .unwrap();
     assert!(back.status.success(), "{back:?}");
     assert!(
-        String::from_utf8_lossy(&back.stdout).starts_with(&format!("supervisor pid {}:", sup.pid())),
+        String::from_utf8_lossy(&back.stdout)
+            .starts_with(&format!("supervisor pid {}:", sup.pid())),
         "{back:?}"
     );
     assert_eq!(
         fs::read_link(format!("/proc/{}/exe", sup.pid())).unwrap(),
         armlet_tests::release_binary(&armlet_tests::HOST)
     );
-    let mut client = armlet_runtime::client::Client::connect(
-        &armlet_runtime::supervisor::socket_path(&root),
-    )
-    .unwrap();
+    let mut client =
+        armlet_runtime::client::Client::connect(&armlet_runtime::supervisor::socket_path(&root))
+            .unwrap();
     std::thread::sleep(Duration::from_millis(200));
 
     // Still our child: the exit code is the container's own, not "unknown".
@@ -682,7 +689,7 @@ fn exec_runs_a_process_inside_a_running_container() {
 #[test]
 fn exec_with_a_tty_gets_a_terminal_of_its_own() {
     use std::io::{Read, Write};
-    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::fd::AsRawFd;
 
     let f = Fixture::new("exec-tty");
     let client = f.sup.client();
@@ -715,7 +722,7 @@ fn exec_with_a_tty_gets_a_terminal_of_its_own() {
     // SAFETY: TIOCSWINSZ reads one Winsize from the pointer, which lives here.
     let rc = unsafe { nix::libc::ioctl(exec.master().as_raw_fd(), nix::libc::TIOCSWINSZ, &size) };
     assert_eq!(rc, 0, "resizing the terminal");
-    let mut master = fs::File::from(OwnedFd::from(exec.master().try_clone_to_owned().unwrap()));
+    let mut master = fs::File::from(exec.master().try_clone_to_owned().unwrap());
     master.write_all(b"hello\n").unwrap();
     let code = exec.wait().unwrap();
     assert_eq!(code, 5);
@@ -802,9 +809,9 @@ fn the_operator_cli_lists_shows_logs_execs_and_removes() {
         "{ps_out}"
     );
     assert!(
-        ps_out.lines().any(|l| l.starts_with("c-cli ")
-            && l.contains(" nginx ")
-            && l.contains(" shop/web ")),
+        ps_out
+            .lines()
+            .any(|l| l.starts_with("c-cli ") && l.contains(" nginx ") && l.contains(" shop/web ")),
         "{ps_out}"
     );
     // The pod, its one running container, and its cgroup's usage (the pod's
@@ -1018,4 +1025,65 @@ fn logs_follow_prints_the_tail_then_new_lines_until_the_container_exits() {
         ContainerState::Running
     );
     client.delete("c-ticks").unwrap();
+
+    // Following from before the start, across some 25 rotations: a
+    // supervisor of its own with small log files.
+    struct Killed(Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let root = f.dir.path().join("runtime-small-logs");
+    let _small = Killed(
+        Command::new(armlet_tests::release_binary(&armlet_tests::HOST))
+            .arg("--runtime-root")
+            .arg(&root)
+            .args(["supervise", "--log-max-size=4096", "--log-max-files=1000"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let socket = armlet_runtime::supervisor::socket_path(&root);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut small = loop {
+        if let Ok(client) = armlet_runtime::client::Client::connect(&socket) {
+            break client;
+        }
+        assert!(Instant::now() < deadline, "supervisor did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let script = "sleep 0.5; seq 1 2000; sleep 0.3; seq 2001 2500";
+    let b = bundle(f.dir.path(), "c-rotate", &f.config("c-rotate", script));
+    let log = f.dir.path().join("logs/c-rotate.log");
+    small.create("c-rotate", &b, &log).unwrap();
+    let mut follow = Command::new(armlet_tests::release_binary(&armlet_tests::HOST))
+        .arg("--runtime-root")
+        .arg(&root)
+        .args(["logs", "-f", "c-rotate"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    small.start("c-rotate").unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut follow.stdout.take().unwrap(), &mut stdout).unwrap();
+    let status = wait_bounded(&mut follow);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut follow.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    let want: String = (1..=2500).map(|i| format!("{i}\n")).collect();
+    assert!(stdout == want, "{} lines: {stderr}", stdout.lines().count());
+    let rotated = fs::read_dir(log.parent().unwrap())
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("c-rotate.log.")
+        })
+        .count();
+    assert!(rotated >= 20, "{rotated} rotations");
+    small.delete("c-rotate").unwrap();
 }

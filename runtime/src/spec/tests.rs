@@ -278,8 +278,17 @@ fn cgroup_v2_choices_reach_the_spec() {
     let spec = build_spec(&c).unwrap();
     let linux = spec.linux().as_ref().unwrap();
     assert!(has_cgroupns(linux));
-    let unified = linux.resources().as_ref().unwrap().unified().clone().unwrap();
-    assert_eq!(unified.get("memory.oom.group").map(String::as_str), Some("1"));
+    let unified = linux
+        .resources()
+        .as_ref()
+        .unwrap()
+        .unified()
+        .clone()
+        .unwrap();
+    assert_eq!(
+        unified.get("memory.oom.group").map(String::as_str),
+        Some("1")
+    );
 }
 
 #[test]

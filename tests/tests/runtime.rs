@@ -1075,7 +1075,11 @@ fn logs_follow_prints_the_tail_then_new_lines_until_the_container_exits() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut follow.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "{status}: {stderr}");
-    let want = (1..=2500).map(|i| i.to_string()).collect::<Vec<_>>().join("\n") + "\n";
+    let want = (1..=2500)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
     assert!(stdout == want, "{} lines: {stderr}", stdout.lines().count());
     let rotated = fs::read_dir(log.parent().unwrap())
         .unwrap()

@@ -8,6 +8,7 @@
 //! - [`sandbox`]: a pod's network, IPC and UTS namespaces, kept alive as
 //!   bind-mounted namespace files instead of a pause container;
 //! - [`cgroup`]: the pod-level cgroup that holds a pod's containers;
+//! - [`devices`]: the device allowlist on cgroup v2, an eBPF program of our own;
 //! - [`logs`]: stdout/stderr in the Kubernetes CRI log format, rotated by size;
 //! - [`state`]: crash-safe records on disk (exit status survives agent restarts);
 //! - [`stats`]: CPU and memory usage from cgroups, for `kubectl top`;
@@ -17,6 +18,7 @@
 
 pub mod cgroup;
 pub mod client;
+pub mod devices;
 pub mod logs;
 pub mod protocol;
 pub mod sandbox;

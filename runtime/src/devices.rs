@@ -57,9 +57,6 @@ use std::path::{Path, PathBuf};
 use nix::libc;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, Spec};
 
-/// Where the unified (v2) hierarchy is mounted on a pure cgroup v2 host.
-pub const CGROUP_V2_ROOT: &str = "/sys/fs/cgroup";
-
 /// Errors of building, loading and attaching the device program.
 #[derive(Debug, thiserror::Error)]
 pub enum DevicesError {
@@ -338,14 +335,6 @@ pub fn libcontainer_defaults() -> Vec<LinuxDeviceCgroup> {
     rules.extend(rule(c, Some(5), Some(2), "rwm"));
     rules.extend(rule(c, Some(10), Some(200), "rwm"));
     rules
-}
-
-/// Whether this host's `/sys/fs/cgroup` is the unified (v2) hierarchy, where
-/// the device allowlist needs [`restrict_container`].
-pub fn cgroup_v2_host() -> bool {
-    Path::new(CGROUP_V2_ROOT)
-        .join("cgroup.controllers")
-        .exists()
 }
 
 /// Enforces a created container's device rules on cgroup v2: reads them from its
@@ -1231,7 +1220,7 @@ mod tests {
             nix::unistd::geteuid().is_root(),
             "the device program tests need root (they load eBPF and make cgroups)"
         );
-        [CGROUP_V2_ROOT, "/sys/fs/cgroup/unified"]
+        [crate::stats::CGROUP_ROOT, "/sys/fs/cgroup/unified"]
             .into_iter()
             .map(PathBuf::from)
             .find(|p| p.join("cgroup.procs").exists() && p.join("cgroup.threads").exists())

@@ -682,11 +682,11 @@ impl Supervisor {
         // On cgroup v2 the device allowlist is an eBPF program, which libcontainer
         // (built without libbpf) does not load: attach ours while the init still
         // waits for `start`. Failing fails the create, which removes the container.
-        if crate::devices::cgroup_v2_host() {
+        if crate::cgroup::unified() {
             crate::devices::restrict_container(
                 &effective.join("config.json"),
                 pid,
-                Path::new(crate::devices::CGROUP_V2_ROOT),
+                Path::new(crate::stats::CGROUP_ROOT),
             )
             .map_err(|e| failed("enforcing the device allowlist", &e))?;
         }

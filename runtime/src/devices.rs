@@ -1264,6 +1264,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(target_arch = "x86_64"),
+        ignore = "qemu-user does not emulate bpf(2); the QEMU boot tests load the program on ARM kernels"
+    )]
     fn the_kernel_enforces_the_program() {
         let cgroup = TestCgroup::new("enforce");
         let scratch =
@@ -1312,6 +1316,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(target_arch = "x86_64"),
+        ignore = "qemu-user does not emulate bpf(2); the QEMU boot tests load the program on ARM kernels"
+    )]
     fn restrict_container_finds_the_process_cgroup() {
         let cgroup = TestCgroup::new("restrict");
         let root = v2_root();
@@ -1357,6 +1365,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(target_arch = "x86_64"),
+        ignore = "qemu-user does not emulate bpf(2); the QEMU boot tests load the program on ARM kernels"
+    )]
     fn verifier_rejections_are_explained() {
         v2_root();
         // Reads R6 before writing it.

@@ -1,5 +1,14 @@
 //! OCI images for armlet: registry pulls, a digest-addressed content store,
 //! safe layer unpacking, overlay snapshots and air-gap import.
 //!
-//! Built out by the image issue; the crate exists now so the workspace layout and
-//! cross builds are in place from the start.
+//! - [`digest`]: `sha256:<hex>` digests, parsed and verified;
+//! - [`store`]: the content store: blobs by digest, verified while written,
+//!   committed by atomic rename;
+//! - [`platform`]: choosing the manifest for this node from an image index;
+//! - [`unpack`]: layer tarballs (gzip, zstd, plain) into per-layer directories for
+//!   overlayfs, OCI whiteouts converted, nothing written outside the layer.
+
+pub mod digest;
+pub mod platform;
+pub mod store;
+pub mod unpack;

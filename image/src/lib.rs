@@ -5,10 +5,12 @@
 //! - [`store`]: the content store: blobs by digest, verified while written,
 //!   committed by atomic rename;
 //! - [`platform`]: choosing the manifest for this node from an image index;
+//! - [`reference`]: image references normalised as Docker and the kubelet do;
 //! - [`unpack`]: layer tarballs (gzip, zstd, plain) into per-layer directories for
 //!   overlayfs, OCI whiteouts converted, nothing written outside the layer.
 
 pub mod digest;
 pub mod platform;
+pub mod reference;
 pub mod store;
 pub mod unpack;

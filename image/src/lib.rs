@@ -6,11 +6,14 @@
 //!   committed by atomic rename;
 //! - [`platform`]: choosing the manifest for this node from an image index;
 //! - [`reference`]: image references normalised as Docker and the kubelet do;
+//! - [`registries`]: k3s's `registries.yaml` (mirrors, rewrites, auth, TLS) and
+//!   the endpoints to try for a reference;
 //! - [`unpack`]: layer tarballs (gzip, zstd, plain) into per-layer directories for
 //!   overlayfs, OCI whiteouts converted, nothing written outside the layer.
 
 pub mod digest;
 pub mod platform;
 pub mod reference;
+pub mod registries;
 pub mod store;
 pub mod unpack;

@@ -8,6 +8,8 @@
 //! - [`reference`]: image references normalised as Docker and the kubelet do;
 //! - [`registries`]: k3s's `registries.yaml` (mirrors, rewrites, auth, TLS) and
 //!   the endpoints to try for a reference;
+//! - [`snapshot`]: a container's root filesystem as an overlay of the image's
+//!   layers and a writable layer of its own;
 //! - [`unpack`]: layer tarballs (gzip, zstd, plain) into per-layer directories for
 //!   overlayfs, OCI whiteouts converted, nothing written outside the layer.
 
@@ -15,5 +17,6 @@ pub mod digest;
 pub mod platform;
 pub mod reference;
 pub mod registries;
+pub mod snapshot;
 pub mod store;
 pub mod unpack;

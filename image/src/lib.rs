@@ -4,6 +4,8 @@
 //! - [`digest`]: `sha256:<hex>` digests, parsed and verified;
 //! - [`store`]: the content store: blobs by digest, verified while written,
 //!   committed by atomic rename;
+//! - [`import`]: air-gap import of OCI-layout and docker-archive tarballs,
+//!   remembered so a restart does not read them again;
 //! - [`platform`]: choosing the manifest for this node from an image index;
 //! - [`reference`]: image references normalised as Docker and the kubelet do;
 //! - [`registries`]: k3s's `registries.yaml` (mirrors, rewrites, auth, TLS) and
@@ -14,6 +16,7 @@
 //!   overlayfs, OCI whiteouts converted, nothing written outside the layer.
 
 pub mod digest;
+pub mod import;
 pub mod platform;
 pub mod reference;
 pub mod registries;

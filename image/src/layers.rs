@@ -1,0 +1,220 @@
+//! From an image in the content store to the layer directories a snapshot
+//! stacks: the manifest for this node's platform, its config checked, each layer
+//! unpacked once and verified against the config's `diff_ids`.
+//!
+//! Unpacked layers are keyed by their **chain id** (OCI: the chain id of the first
+//! layer is its diff_id; each next one is `sha256(<parent chain id> + " " +
+//! <diff_id>)`), as containerd keys its snapshots: one directory per distinct
+//! stack prefix, shared by every image that starts with the same layers.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{ImageConfiguration, ImageManifest};
+
+use crate::digest::Digest;
+use crate::platform::{self, Platform, PlatformError};
+use crate::store::{Store, StoreError};
+use crate::unpack::{UnpackError, UnpackOptions, unpack_into_new};
+
+/// Largest manifest, index or config read (they are small JSON documents).
+const MAX_JSON: u64 = 4 << 20;
+
+/// Why an image's layers could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum LayersError {
+    /// A blob is missing or unreadable.
+    #[error("{what}: {source}")]
+    Store {
+        /// Which blob.
+        what: String,
+        /// The store's error.
+        source: StoreError,
+    },
+    /// The manifest, index or config is malformed.
+    #[error("{what} {digest} is not valid: {reason}")]
+    Invalid {
+        /// Which document.
+        what: &'static str,
+        /// Its digest.
+        digest: Digest,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The layer directory could not be made.
+    #[error("creating {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// No image for this node's platform.
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+    /// A layer could not be unpacked (hostile, corrupt, or its diff_id differs).
+    #[error("layer {digest}: {source}")]
+    Unpack {
+        /// The layer blob.
+        digest: Digest,
+        /// What went wrong.
+        source: UnpackError,
+    },
+}
+
+/// The chain ids of a stack of layers with these diff_ids, bottom first.
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut chain: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for diff_id in diff_ids {
+        let next = match chain.last() {
+            None => *diff_id,
+            Some(parent) => Digest::of(format!("{parent} {diff_id}").as_bytes()),
+        };
+        chain.push(next);
+    }
+    chain
+}
+
+fn parse_digest(what: &'static str, at: &Digest, text: &str) -> Result<Digest, LayersError> {
+    text.parse().map_err(|e| LayersError::Invalid {
+        what,
+        digest: *at,
+        reason: format!("{e}"),
+    })
+}
+
+fn read_blob(store: &Store, what: &str, digest: &Digest) -> Result<Vec<u8>, LayersError> {
+    let value: serde_json::Value =
+        store
+            .read_json(digest, MAX_JSON)
+            .map_err(|source| LayersError::Store {
+                what: format!("{what} {digest}"),
+                source,
+            })?;
+    serde_json::to_vec(&value).map_err(|e| LayersError::Invalid {
+        what: "document",
+        digest: *digest,
+        reason: e.to_string(),
+    })
+}
+
+/// The manifest of image `digest` for `want`: the digest itself when it names a
+/// manifest, the platform's entry when it names an index.
+pub fn manifest_for(
+    store: &Store,
+    digest: &Digest,
+    want: &Platform,
+) -> Result<(Digest, ImageManifest), LayersError> {
+    let bytes = read_blob(store, "image", digest)?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| LayersError::Invalid {
+            what: "image",
+            digest: *digest,
+            reason: e.to_string(),
+        })?;
+    if value.get("manifests").is_some() {
+        let index = platform::parse_index(&bytes)?;
+        let chosen = platform::select(&index, want)?;
+        let chosen = parse_digest("index", digest, &chosen.digest().to_string())?;
+        return manifest_for(store, &chosen, want);
+    }
+    let manifest: ImageManifest =
+        serde_json::from_slice(&bytes).map_err(|e| LayersError::Invalid {
+            what: "manifest",
+            digest: *digest,
+            reason: e.to_string(),
+        })?;
+    Ok((*digest, manifest))
+}
+
+/// Makes sure every layer of image `digest` is unpacked under `layer_root`
+/// and returns their directories, bottom first (as [`crate::snapshot`] takes
+/// them). Layers already unpacked are reused; each new one is verified against
+/// the config's diff_id before it becomes visible.
+pub fn unpacked_layers(
+    store: &Store,
+    layer_root: &Path,
+    digest: &Digest,
+    want: &Platform,
+) -> Result<Vec<PathBuf>, LayersError> {
+    let (manifest_digest, manifest) = manifest_for(store, digest, want)?;
+    let config_digest = parse_digest(
+        "manifest",
+        &manifest_digest,
+        &manifest.config().digest().to_string(),
+    )?;
+    let config_bytes = read_blob(store, "config", &config_digest)?;
+    let config: ImageConfiguration =
+        serde_json::from_slice(&config_bytes).map_err(|e| LayersError::Invalid {
+            what: "config",
+            digest: config_digest,
+            reason: e.to_string(),
+        })?;
+    platform::check_config(&config, want)?;
+    let diff_ids = config
+        .rootfs()
+        .diff_ids()
+        .iter()
+        .map(|d| parse_digest("config", &config_digest, d))
+        .collect::<Result<Vec<_>, _>>()?;
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(LayersError::Invalid {
+            what: "config",
+            digest: config_digest,
+            reason: format!(
+                "{} diff_ids for {} layers",
+                diff_ids.len(),
+                manifest.layers().len()
+            ),
+        });
+    }
+    fs::create_dir_all(layer_root).map_err(|source| LayersError::Io {
+        path: layer_root.to_path_buf(),
+        source,
+    })?;
+    let mut dirs = Vec::with_capacity(diff_ids.len());
+    for ((layer, diff_id), chain_id) in manifest
+        .layers()
+        .iter()
+        .zip(&diff_ids)
+        .zip(chain_ids(&diff_ids))
+    {
+        let blob = parse_digest("manifest", &manifest_digest, &layer.digest().to_string())?;
+        let dir = layer_root.join(chain_id.hex());
+        if !dir.is_dir() {
+            let file = store
+                .open_blob(&blob)
+                .map_err(|source| LayersError::Store {
+                    what: format!("layer {blob}"),
+                    source,
+                })?;
+            let options = UnpackOptions {
+                expected_diff_id: Some(*diff_id),
+                ..UnpackOptions::default()
+            };
+            unpack_into_new(file, &dir, &options).map_err(|source| LayersError::Unpack {
+                digest: blob,
+                source,
+            })?;
+        }
+        dirs.push(dir);
+    }
+    Ok(dirs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_oci_definition() {
+        let a = Digest::of(b"a");
+        let b = Digest::of(b"b");
+        let c = Digest::of(b"c");
+        let chain = chain_ids(&[a, b, c]);
+        assert_eq!(chain[0], a);
+        assert_eq!(chain[1], Digest::of(format!("{a} {b}").as_bytes()));
+        assert_eq!(chain[2], Digest::of(format!("{} {c}", chain[1]).as_bytes()));
+        assert!(chain_ids(&[]).is_empty());
+    }
+}

@@ -115,7 +115,7 @@ pub fn manifest_for(
     if value.get("manifests").is_some() {
         let index = platform::parse_index(&bytes)?;
         let chosen = platform::select(&index, want)?;
-        let chosen = parse_digest("index", digest, &chosen.digest().to_string())?;
+        let chosen = parse_digest("index", digest, chosen.digest().as_ref())?;
         return manifest_for(store, &chosen, want);
     }
     let manifest: ImageManifest =
@@ -141,7 +141,7 @@ pub fn unpacked_layers(
     let config_digest = parse_digest(
         "manifest",
         &manifest_digest,
-        &manifest.config().digest().to_string(),
+        manifest.config().digest().as_ref(),
     )?;
     let config_bytes = read_blob(store, "config", &config_digest)?;
     let config: ImageConfiguration =
@@ -179,7 +179,7 @@ pub fn unpacked_layers(
         .zip(&diff_ids)
         .zip(chain_ids(&diff_ids))
     {
-        let blob = parse_digest("manifest", &manifest_digest, &layer.digest().to_string())?;
+        let blob = parse_digest("manifest", &manifest_digest, layer.digest().as_ref())?;
         let dir = layer_root.join(chain_id.hex());
         if !dir.is_dir() {
             let file = store

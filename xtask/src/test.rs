@@ -13,7 +13,12 @@ use crate::{Result, cmd, fail, setup};
 
 /// Crates whose unit tests also run on the ARM targets: those with code that
 /// depends on the architecture (word size, syscalls, byte-level formats).
-const ARM_TEST_CRATES: &[&str] = &["armlet-agent", "armlet-resolve", "armlet-runtime"];
+const ARM_TEST_CRATES: &[&str] = &[
+    "armlet-agent",
+    "armlet-image",
+    "armlet-resolve",
+    "armlet-runtime",
+];
 
 /// Runs every stage, printing how long each took, and fails on the first failure.
 pub fn run(ws: &Workspace) -> Result<()> {

@@ -7,6 +7,7 @@
 //! - [`import`]: air-gap import of OCI-layout and docker-archive tarballs,
 //!   remembered so a restart does not read them again;
 //! - [`layers`]: an image's layers unpacked once each, keyed by chain id;
+//! - [`meta`]: image names and what they point at, in an embedded database (redb);
 //! - [`platform`]: choosing the manifest for this node from an image index;
 //! - [`reference`]: image references normalised as Docker and the kubelet do;
 //! - [`registries`]: k3s's `registries.yaml` (mirrors, rewrites, auth, TLS) and
@@ -19,6 +20,7 @@
 pub mod digest;
 pub mod import;
 pub mod layers;
+pub mod meta;
 pub mod platform;
 pub mod reference;
 pub mod registries;

@@ -53,6 +53,17 @@ pub fn supervisor_upgrade(root: &Path, binary: Option<PathBuf>) -> Result<()> {
     loop {
         match Client::connect(&supervisor::socket_path(root)).and_then(|mut c| c.hello()) {
             Ok((after, new_pid)) if new_pid == pid => {
+                // The same process answers whether or not its exec worked: what
+                // it runs now tells.
+                let running = std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .with_context(|| format!("reading /proc/{pid}/exe"))?;
+                if running != binary {
+                    bail!(
+                        "the supervisor still runs {} (see {} for why the exec failed)",
+                        running.display(),
+                        root.join("supervisor.log").display()
+                    );
+                }
                 println!("supervisor pid {pid}: armlet {before} -> {after}");
                 return Ok(());
             }
@@ -126,7 +137,15 @@ pub fn run(root: &Path, id: &str, options: &RunOptions) -> Result<i32> {
         println!("{id}");
         return Ok(0);
     }
-    let info = client.wait(id)?;
+    let info = match client.wait(id) {
+        Ok(info) => info,
+        Err(e) => {
+            if options.rm {
+                let _ = client.delete(id);
+            }
+            return Err(e.into());
+        }
+    };
     let collected = read_lines(&log, &CollectOptions::default())
         .with_context(|| format!("reading {}", log.display()))?;
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());

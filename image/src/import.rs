@@ -113,7 +113,14 @@ pub fn import(store: &Store, archive: impl Read) -> Result<Vec<ImportedImage>, I
     }
     if let Some(index) = small.get("index.json") {
         if small.contains_key("oci-layout") && !small.contains_key("manifest.json") {
-            return oci_layout_images(index);
+            let images = oci_layout_images(index)?;
+            if let Some(missing) = images.iter().find(|i| !store.has(&i.digest)) {
+                return Err(ImportError::Format(format!(
+                    "index.json names {} but the archive does not hold it",
+                    missing.digest
+                )));
+            }
+            return Ok(images);
         }
     }
     let Some(manifest) = small.get("manifest.json") else {
@@ -175,9 +182,11 @@ fn store_unnamed(
     content: &mut impl Read,
     what: &str,
 ) -> Result<Digest, ImportError> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let scratch = store
         .root()
-        .join(format!("import-{}.tmp", std::process::id()));
+        .join(format!("import-{}-{n}.tmp", std::process::id()));
     let result = (|| {
         let mut file = fs::File::create(&scratch)?;
         let mut hasher = Hasher::new();

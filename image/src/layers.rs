@@ -84,18 +84,28 @@ fn parse_digest(what: &'static str, at: &Digest, text: &str) -> Result<Digest, L
 }
 
 fn read_blob(store: &Store, what: &str, digest: &Digest) -> Result<Vec<u8>, LayersError> {
-    let value: serde_json::Value =
-        store
-            .read_json(digest, MAX_JSON)
-            .map_err(|source| LayersError::Store {
-                what: format!("{what} {digest}"),
-                source,
-            })?;
-    serde_json::to_vec(&value).map_err(|e| LayersError::Invalid {
-        what: "document",
-        digest: *digest,
-        reason: e.to_string(),
-    })
+    use std::io::Read as _;
+    let store_err = |source| LayersError::Store {
+        what: format!("{what} {digest}"),
+        source,
+    };
+    let file = store.open_blob(digest).map_err(store_err)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_JSON + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| LayersError::Invalid {
+            what: "document",
+            digest: *digest,
+            reason: e.to_string(),
+        })?;
+    if bytes.len() as u64 > MAX_JSON {
+        return Err(LayersError::Invalid {
+            what: "document",
+            digest: *digest,
+            reason: format!("larger than {MAX_JSON} bytes"),
+        });
+    }
+    Ok(bytes)
 }
 
 /// The manifest of image `digest` for `want`: the digest itself when it names a

@@ -107,6 +107,12 @@ impl Snapshotter {
             }
         }
         let dir = self.dir(id);
+        if !dir.is_absolute() || dir.to_string_lossy().contains([':', ',']) {
+            return Err(SnapshotError::BadLayer(
+                dir,
+                "the snapshot directory must be absolute, without ':' or ','",
+            ));
+        }
         let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
         if is_mount_point(&rootfs) {
             return Ok(rootfs);

@@ -406,7 +406,6 @@ impl TtyExec {
     pub fn wait(&mut self) -> Result<i32, ClientError> {
         match self.client.read_response()? {
             Response::Exited { exit_code } => Ok(exit_code),
-            Response::Error { kind, message } => Err(ClientError::Refused { kind, message }),
             other => Err(ClientError::Protocol(format!(
                 "expected an exit, got {other:?}"
             ))),

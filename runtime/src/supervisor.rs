@@ -280,7 +280,8 @@ impl Supervisor {
         let running: Vec<(String, i32)> = self
             .containers
             .iter()
-            .filter(|(_, e)| e.info.state != ContainerState::Exited)
+            // A pid from a damaged record must never become waitpid(0 or -1).
+            .filter(|(_, e)| e.info.state != ContainerState::Exited && e.info.pid > 0)
             .map(|(id, e)| (id.clone(), e.info.pid))
             .collect();
         for (id, pid) in running {
@@ -543,13 +544,18 @@ impl Supervisor {
                 pid: std::process::id() as i32,
             }),
             Request::Upgrade { binary } => {
-                if binary.is_absolute() && binary.is_file() {
+                let executable =
+                    nix::unistd::access(&binary, nix::unistd::AccessFlags::X_OK).is_ok();
+                if binary.is_absolute() && binary.is_file() && executable {
                     self.upgrade_to = Some(binary);
                     Ok(Response::Ok)
                 } else {
                     Err(error(
                         ErrorKind::BadRequest,
-                        format!("{} is not an absolute path to a file", binary.display()),
+                        format!(
+                            "{} is not an absolute path to an executable file",
+                            binary.display()
+                        ),
                     ))
                 }
             }
@@ -1176,6 +1182,7 @@ impl ConsoleRelay {
     fn listen(path: PathBuf, client: OwnedFd) -> io::Result<Self> {
         let _ = fs::remove_file(&path);
         let listener = UnixListener::bind(&path)?;
+        listener.set_nonblocking(true)?;
         Ok(Self {
             path,
             listener,
@@ -1189,7 +1196,17 @@ impl ConsoleRelay {
 
         use nix::sys::socket::{ControlMessage, sendmsg};
 
+        // libcontainer has connected by the time the process runs, but the
+        // single-threaded loop must never hang on a promise: wait 5 s at most.
+        let mut ready = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut ready, PollTimeout::from(5000u16))? == 0 {
+            return Err(io::Error::new(
+                IoErrorKind::TimedOut,
+                "the process never connected to the console socket",
+            ));
+        }
         let (stream, _) = self.listener.accept()?;
+        stream.set_nonblocking(false)?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut name = [0u8; 64];
         let mut fds = std::collections::VecDeque::new();

@@ -377,6 +377,11 @@ fn an_upgraded_supervisor_keeps_containers_logs_and_exit_codes() {
     // A relative path is refused and nothing happens.
     let err = client.upgrade(Path::new("armlet-new")).unwrap_err();
     assert_eq!(err.kind(), Some(ErrorKind::BadRequest));
+    // So is a file that cannot be executed: the exec would fail after "Ok".
+    let not_executable = dir.path().join("not-executable");
+    fs::write(&not_executable, "#!/bin/sh\n").unwrap();
+    let err = client.upgrade(&not_executable).unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::BadRequest));
     client.upgrade(&new_binary).unwrap();
     // The exec closes this connection; the same process answers again.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -12,6 +12,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use nix::sys::termios::{self, SetArg, Termios};
 
+/// Most input held for a terminal that is not taking it (the rest waits in
+/// this process's stdin, where the kernel keeps it).
+const MAX_PENDING: usize = 64 * 1024;
+
 /// Set by SIGWINCH: the local window changed size.
 static RESIZED: AtomicBool = AtomicBool::new(false);
 
@@ -77,33 +81,54 @@ pub fn relay(mut exec: TtyExec) -> Result<i32> {
     copy_window_size(stdout.as_fd(), exec.master());
     let raw = RawMode::enter(stdin.as_fd())?;
 
+    // Input waits in `pending` until the terminal takes it: a blocking write
+    // while the process's output goes unread would deadlock both once the
+    // pty's queues fill (a large paste into a program that echoes).
+    set_nonblocking(exec.master()).context("making the terminal non-blocking")?;
+    let input_is_terminal = termios::tcgetattr(stdin.as_fd()).is_ok();
     let mut out = stdout.lock();
     let mut buf = [0u8; 8192];
+    let mut pending: Vec<u8> = Vec::new();
     let mut stdin_open = true;
     loop {
         if RESIZED.swap(false, Ordering::SeqCst) {
             copy_window_size(out.as_fd(), exec.master());
         }
         let master = exec.master();
+        let mut master_events = PollFlags::POLLIN;
+        if !pending.is_empty() {
+            master_events |= PollFlags::POLLOUT;
+        }
         let mut fds = vec![
-            PollFd::new(master, PollFlags::POLLIN),
+            PollFd::new(master, master_events),
             PollFd::new(exec.control(), PollFlags::POLLIN),
         ];
-        if stdin_open {
+        // Bounded: no more input is read while this much waits.
+        if stdin_open && pending.len() < MAX_PENDING {
             fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
         }
         match poll(&mut fds, PollTimeout::NONE) {
             Err(Errno::EINTR) => continue,
             other => other.context("waiting for the terminal")?,
         };
-        let ready = |i: usize| {
+        let revents = |i: usize| {
             fds.get(i)
                 .and_then(|f| f.revents())
-                .is_some_and(|r| !r.is_empty())
+                .unwrap_or(PollFlags::empty())
         };
-        let (master_ready, exited, input_ready) = (ready(0), ready(1), ready(2));
+        let (master_events, exited, input_ready) =
+            (revents(0), !revents(1).is_empty(), !revents(2).is_empty());
         drop(fds);
-        if master_ready {
+        if master_events.contains(PollFlags::POLLOUT) {
+            match nix::unistd::write(master, &pending) {
+                Ok(n) => {
+                    pending.drain(..n);
+                }
+                Err(Errno::EINTR | Errno::EAGAIN) => {}
+                Err(e) => return Err(e).context("writing to the terminal"),
+            }
+        }
+        if master_events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
             match nix::unistd::read(master.as_raw_fd(), &mut buf) {
                 Ok(0) | Err(Errno::EIO) => break, // every holder of the terminal is gone
                 Ok(n) => {
@@ -120,10 +145,16 @@ pub fn relay(mut exec: TtyExec) -> Result<i32> {
         }
         if input_ready {
             match nix::unistd::read(stdin.as_raw_fd(), &mut buf) {
-                Ok(0) => stdin_open = false,
-                Ok(n) => write_all(master, &buf[..n]).context("writing to the terminal")?,
-                Err(Errno::EINTR | Errno::EAGAIN) => {}
-                Err(_) => stdin_open = false,
+                Ok(0) | Err(_) => {
+                    stdin_open = false;
+                    // Piped input has ended: tell the remote side as a terminal
+                    // user would, with the EOF character (^D). From a real
+                    // terminal in raw mode, ^D arrives as a key press instead.
+                    if !input_is_terminal {
+                        pending.push(0x04);
+                    }
+                }
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
             }
         }
     }
@@ -132,13 +163,10 @@ pub fn relay(mut exec: TtyExec) -> Result<i32> {
     Ok(exec.wait()?)
 }
 
-fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> nix::Result<()> {
-    while !bytes.is_empty() {
-        match nix::unistd::write(fd, bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+/// Sets O_NONBLOCK on the terminal's master (its open file description is ours
+/// alone: the supervisor kept no copy).
+fn set_nonblocking(fd: BorrowedFd<'_>) -> nix::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(|_| ())
 }

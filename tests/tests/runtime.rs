@@ -852,6 +852,31 @@ fn the_operator_cli_lists_shows_logs_execs_and_removes() {
     let exec_tty = armlet(&["exec", "-t", "c-cli", "--", "/bin/sh", "-c", "tty; exit 6"]);
     assert_eq!(exec_tty.status.code(), Some(6), "{exec_tty:?}");
     assert_eq!(String::from_utf8_lossy(&exec_tty.stdout), "/dev/pts/0\r\n");
+    // Piped input, far more than a pty buffers, echoed back while it is typed:
+    // all of it arrives, and its end reaches the process as end of file.
+    let mut piped = std::process::Command::new(armlet_tests::release_binary(&armlet_tests::HOST))
+        .arg("--runtime-root")
+        .arg(&f.sup.root)
+        .args(["exec", "-t", "c-cli", "--", "/bin/sh", "-c", "wc -c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = format!("{}\n", "x".repeat(99)).repeat(2000);
+    let mut stdin = piped.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        stdin.write_all(input.as_bytes()).unwrap();
+    });
+    let piped = piped.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(piped.status.code(), Some(0), "{piped:?}");
+    let text = String::from_utf8_lossy(&piped.stdout);
+    assert!(
+        text.trim_end().ends_with("200000"),
+        "{}",
+        &text[text.len().saturating_sub(200)..]
+    );
     let stats = armlet(&["stats", "c-cli"]);
     assert!(stats.status.success(), "{stats:?}");
     let rm = armlet(&["rm", "c-cli", "c-missing"]);

@@ -490,21 +490,7 @@ mod tests {
         e.finish().unwrap()
     }
 
-    struct Scratch(PathBuf);
-    impl Scratch {
-        fn new(name: &str) -> Self {
-            let p =
-                std::env::temp_dir().join(format!("armlet-import-{name}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&p);
-            fs::create_dir_all(&p).unwrap();
-            Self(p)
-        }
-    }
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testutil::TempDir as Scratch;
 
     fn blob_name(bytes: &[u8]) -> String {
         format!("blobs/sha256/{}", Digest::of(bytes).hex())
@@ -513,7 +499,7 @@ mod tests {
     #[test]
     fn an_oci_layout_is_imported_with_its_names() {
         let s = Scratch::new("oci");
-        let store = Store::open(s.0.join("store")).unwrap();
+        let store = Store::open(s.path().join("store")).unwrap();
         let layer = gzip(&tarball(&[("hello", b"hi\n")]));
         let config =
             br#"{"architecture":"arm64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
@@ -555,7 +541,7 @@ mod tests {
     #[test]
     fn a_legacy_docker_archive_gets_a_manifest() {
         let s = Scratch::new("docker");
-        let store = Store::open(s.0.join("store")).unwrap();
+        let store = Store::open(s.path().join("store")).unwrap();
         let layer = tarball(&[("etc/hostname", b"x\n")]);
         let config = br#"{"architecture":"arm","variant":"v7","os":"linux"}"#;
         let config_name = format!("{}.json", Digest::of(config).hex());
@@ -588,7 +574,7 @@ mod tests {
     #[test]
     fn broken_archives_are_refused_clearly() {
         let s = Scratch::new("broken");
-        let store = Store::open(s.0.join("store")).unwrap();
+        let store = Store::open(s.path().join("store")).unwrap();
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (tarball(&[("hello.txt", b"x")]), "no index.json"),
             (tarball(&[("manifest.json", b"{not json")]), "manifest.json"),
@@ -617,8 +603,8 @@ mod tests {
     #[test]
     fn the_ledger_skips_tarballs_already_imported() {
         let s = Scratch::new("ledger");
-        let store = Store::open(s.0.join("store")).unwrap();
-        let dir = s.0.join("images");
+        let store = Store::open(s.path().join("store")).unwrap();
+        let dir = s.path().join("images");
         fs::create_dir_all(&dir).unwrap();
         let config = br#"{"os":"linux"}"#;
         let name = format!("{}.json", Digest::of(config).hex());
@@ -630,7 +616,7 @@ mod tests {
         .unwrap();
         fs::write(dir.join("notes.txt"), "not an image").unwrap();
         fs::write(dir.join("broken.tar"), "garbage").unwrap();
-        let ledger_path = s.0.join("imported.json");
+        let ledger_path = s.path().join("imported.json");
         let mut ledger = ImportLedger::open(&ledger_path);
         let (images, errors) = ledger.import_dir(&store, &dir);
         assert_eq!(images.len(), 1);

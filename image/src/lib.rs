@@ -27,3 +27,6 @@ pub mod registries;
 pub mod snapshot;
 pub mod store;
 pub mod unpack;
+
+#[cfg(test)]
+mod testutil;

@@ -144,9 +144,8 @@ mod tests {
 
     #[test]
     fn names_point_at_images_and_survive_a_reopen() {
-        let dir = std::env::temp_dir().join(format!("armlet-meta-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = crate::testutil::TempDir::new("meta");
+        let dir = scratch.path();
         let path = dir.join("images.redb");
         {
             let images = Images::open(&path).unwrap();
@@ -180,6 +179,5 @@ mod tests {
         std::fs::write(dir.join("bad.redb"), b"definitely not redb").unwrap();
         let err = Images::open(&dir.join("bad.redb")).unwrap_err().to_string();
         assert!(err.starts_with("image metadata:"), "{err}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -246,23 +246,26 @@ fn escape_mountinfo(path: &str) -> String {
 mod tests {
     use super::*;
 
-    /// A scratch directory removed on drop (after unmounting what it holds).
-    struct Scratch(PathBuf);
+    /// A scratch directory removed on drop, after unmounting the test's snapshot
+    /// (fields drop in order: the snapshot first).
+    struct Scratch {
+        path: PathBuf,
+        _dir: crate::testutil::TempDir,
+    }
 
     impl Scratch {
         fn new(name: &str) -> Self {
-            let dir =
-                std::env::temp_dir().join(format!("armlet-snapshot-{name}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            Self(dir)
+            let dir = crate::testutil::TempDir::new(name);
+            Self {
+                path: dir.path().to_path_buf(),
+                _dir: dir,
+            }
         }
     }
 
     impl Drop for Scratch {
         fn drop(&mut self) {
-            let _ = Snapshotter::new(self.0.join("snapshots")).remove("c1");
-            let _ = fs::remove_dir_all(&self.0);
+            let _ = Snapshotter::new(self.path.join("snapshots")).remove("c1");
         }
     }
 
@@ -299,8 +302,8 @@ mod tests {
     fn layers_stack_with_whiteouts_and_opaque_directories() {
         require_root();
         let scratch = Scratch::new("stack");
-        let base = scratch.0.join("layers/base");
-        let top = scratch.0.join("layers/top");
+        let base = scratch.path.join("layers/base");
+        let top = scratch.path.join("layers/top");
         for d in [base.join("etc"), base.join("data"), top.join("data")] {
             fs::create_dir_all(d).unwrap();
         }
@@ -332,7 +335,7 @@ mod tests {
         };
         assert_eq!(rc, 0, "setting the opaque xattr");
 
-        let snapshots = Snapshotter::new(scratch.0.join("snapshots"));
+        let snapshots = Snapshotter::new(scratch.path.join("snapshots"));
         let rootfs = snapshots
             .prepare("c1", &[base.clone(), top.clone()])
             .unwrap();

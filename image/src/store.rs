@@ -701,27 +701,7 @@ impl Write for Ingest {
 mod tests {
     use super::*;
 
-    /// A fresh directory under the target's temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let path = std::env::temp_dir().join(format!(
-                "armlet-store-{name}-{}-{:?}",
-                std::process::id(),
-                std::thread::current().id()
-            ));
-            let _ = fs::remove_dir_all(&path);
-            fs::create_dir_all(&path).unwrap();
-            Self(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testutil::TempDir;
 
     fn started(i: Ingesting) -> Ingest {
         match i {
@@ -740,7 +720,7 @@ mod tests {
     #[test]
     fn commit_then_read_back() {
         let tmp = TempDir::new("commit");
-        let store = Store::open(tmp.0.join("store")).unwrap();
+        let store = Store::open(tmp.path().join("store")).unwrap();
         let data = b"{\"schemaVersion\": 2}";
         let digest = Digest::of(data);
         assert!(!store.has(&digest));
@@ -785,7 +765,7 @@ mod tests {
     #[test]
     fn put_bytes_and_bad_json() {
         let tmp = TempDir::new("put");
-        let store = Store::open(&tmp.0).unwrap();
+        let store = Store::open(tmp.path()).unwrap();
         let data = b"not json";
         let digest = Digest::of(data);
         store.put_bytes(&digest, data).unwrap();
@@ -810,13 +790,13 @@ mod tests {
         let digest = Digest::of(&data);
         let size = data.len() as u64;
         {
-            let store = Store::open(&tmp.0).unwrap();
+            let store = Store::open(tmp.path()).unwrap();
             let mut w = started(store.writer(&digest, size).unwrap());
             w.write_all(&data[..30_000]).unwrap();
             // Dropped: the pull was interrupted.
         }
         // A new process opens the store and resumes.
-        let store = Store::open(&tmp.0).unwrap();
+        let store = Store::open(tmp.path()).unwrap();
         assert!(!store.has(&digest));
         assert!(store.list().unwrap().is_empty());
         let mut w = started(store.writer(&digest, size).unwrap());
@@ -837,7 +817,7 @@ mod tests {
     #[test]
     fn corrupt_partial_fails_at_commit_and_is_removed() {
         let tmp = TempDir::new("corrupt");
-        let store = Store::open(&tmp.0).unwrap();
+        let store = Store::open(tmp.path()).unwrap();
         let data = b"0123456789";
         let digest = Digest::of(data);
         // A crash left garbage where the prefix should be.
@@ -859,7 +839,7 @@ mod tests {
     #[test]
     fn wrong_digest_is_refused_and_cleaned_up() {
         let tmp = TempDir::new("wrong");
-        let store = Store::open(&tmp.0).unwrap();
+        let store = Store::open(tmp.path()).unwrap();
         let expected = Digest::of(b"the real thing");
         let mut w = started(store.writer(&expected, 14).unwrap());
         w.write_all(b"a fake thing!!").unwrap();
@@ -874,7 +854,7 @@ mod tests {
     #[test]
     fn oversized_stream_stops_at_once() {
         let tmp = TempDir::new("oversize");
-        let store = Store::open(&tmp.0).unwrap();
+        let store = Store::open(tmp.path()).unwrap();
         let data = vec![7u8; 1000];
         let digest = Digest::of(&data[..100]);
         let mut w = started(store.writer(&digest, 100).unwrap());
@@ -898,7 +878,7 @@ mod tests {
     #[test]
     fn short_commit_keeps_partial_for_resume() {
         let tmp = TempDir::new("short");
-        let store = Store::open(&tmp.0).unwrap();
+        let store = Store::open(tmp.path()).unwrap();
         let data = b"abcdef";
         let digest = Digest::of(data);
         let mut w = started(store.writer(&digest, 6).unwrap());
@@ -926,7 +906,7 @@ mod tests {
     #[test]
     fn concurrent_writers_of_one_blob() {
         let tmp = TempDir::new("concurrent");
-        let store = Store::open(&tmp.0).unwrap();
+        let store = Store::open(tmp.path()).unwrap();
         let data: Vec<u8> = vec![42; 64 * 1024];
         let digest = Digest::of(&data);
         let barrier = Arc::new(std::sync::Barrier::new(8));
@@ -968,8 +948,8 @@ mod tests {
         // Two Store values do not share the in-process set: as two processes
         // would, they meet at the flock.
         let tmp = TempDir::new("flock");
-        let a = Store::open(&tmp.0).unwrap();
-        let b = Store::open(&tmp.0).unwrap();
+        let a = Store::open(tmp.path()).unwrap();
+        let b = Store::open(tmp.path()).unwrap();
         let digest = Digest::of(b"x");
         let mut w = started(a.writer(&digest, 1).unwrap());
         assert!(matches!(b.writer(&digest, 1).unwrap(), Ingesting::Busy));
@@ -990,7 +970,7 @@ mod tests {
     #[test]
     fn waiter_takes_over_when_writer_gives_up() {
         let tmp = TempDir::new("takeover");
-        let store = Store::open(&tmp.0).unwrap();
+        let store = Store::open(tmp.path()).unwrap();
         let digest = Digest::of(b"hello");
         let mut w = started(store.writer(&digest, 5).unwrap());
         w.write_all(b"he").unwrap();
@@ -1010,7 +990,7 @@ mod tests {
     #[test]
     fn crash_leftovers_are_not_blobs_and_gc_removes_them() {
         let tmp = TempDir::new("crash");
-        let store = Store::open(&tmp.0).unwrap();
+        let store = Store::open(tmp.path()).unwrap();
         let digest = Digest::of(b"complete content");
         // A crash mid-pull: a full-length but never committed ingest file, and junk.
         fs::write(store.ingest_path(&digest), b"complete content").unwrap();
@@ -1036,7 +1016,7 @@ mod tests {
     #[test]
     fn permissions() {
         let tmp = TempDir::new("perm");
-        let store = Store::open(tmp.0.join("s")).unwrap();
+        let store = Store::open(tmp.path().join("s")).unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&store.blob_dir()), 0o700);
         assert_eq!(mode(&store.ingest_dir()), 0o700);
@@ -1048,7 +1028,7 @@ mod tests {
     #[test]
     fn verify_detects_tampering() {
         let tmp = TempDir::new("verify");
-        let store = Store::open(&tmp.0).unwrap();
+        let store = Store::open(tmp.path()).unwrap();
         let digest = Digest::of(b"good");
         store.put_bytes(&digest, b"good").unwrap();
         fs::write(store.blob_path(&digest), b"evil").unwrap();

@@ -1075,28 +1075,26 @@ mod tests {
     use super::*;
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
-    /// A scratch directory under /tmp, removed on drop.
-    struct Scratch(PathBuf);
+    /// A scratch directory with an empty `layer` and an `outside` holding one
+    /// file that hostile layers must not reach; removed on drop.
+    struct Scratch(crate::testutil::TempDir);
 
     impl Scratch {
         fn new() -> Self {
-            static N: AtomicU64 = AtomicU64::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "armlet-unpack-test-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(path.join("layer")).unwrap();
-            std::fs::create_dir_all(path.join("outside")).unwrap();
-            std::fs::write(path.join("outside/secret"), b"untouched").unwrap();
-            Self(path)
+            let dir = crate::testutil::TempDir::new("unpack");
+            std::fs::create_dir_all(dir.path().join("layer")).unwrap();
+            std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+            std::fs::write(dir.path().join("outside/secret"), b"untouched").unwrap();
+            Self(dir)
+        }
+        fn path(&self) -> &Path {
+            self.0.path()
         }
         fn layer(&self) -> PathBuf {
-            self.0.join("layer")
+            self.path().join("layer")
         }
         fn outside(&self) -> PathBuf {
-            self.0.join("outside")
+            self.path().join("outside")
         }
         /// The outside directory is exactly as it was created.
         fn assert_outside_untouched(&self) {
@@ -1109,12 +1107,6 @@ mod tests {
                 std::fs::read(self.outside().join("secret")).unwrap(),
                 b"untouched"
             );
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 
@@ -1522,7 +1514,7 @@ mod tests {
         let s = Scratch::new();
         let outside = s.outside();
         for target in [outside.to_str().unwrap(), "../outside", "/"] {
-            let layer = s.0.join(format!("l{}", target.len()));
+            let layer = s.path().join(format!("l{}", target.len()));
             std::fs::create_dir(&layer).unwrap();
             let tar = Tar::new()
                 .symlink("evil", target)
@@ -1538,7 +1530,7 @@ mod tests {
                 .dir("evil2")
                 .file("evil2/x", b"inside")
                 .bytes();
-            let replaced = s.0.join(format!("r{}", target.len()));
+            let replaced = s.path().join(format!("r{}", target.len()));
             std::fs::create_dir(&replaced).unwrap();
             run(&tar, &replaced).unwrap();
             assert_eq!(std::fs::read(replaced.join("evil")).unwrap(), b"replaced");
@@ -1755,7 +1747,7 @@ mod tests {
     fn unpack_into_new_is_all_or_nothing() {
         let s = Scratch::new();
         let good = Tar::new().file("a", b"1").bytes();
-        let dir = s.0.join("sha256-good");
+        let dir = s.path().join("sha256-good");
         unpack_into_new(&good[..], &dir, &UnpackOptions::default()).unwrap();
         assert_eq!(std::fs::read(dir.join("a")).unwrap(), b"1");
         // Not over an existing layer.
@@ -1765,10 +1757,10 @@ mod tests {
         ));
 
         let bad = Tar::new().file("a", b"1").file("../x", b"2").bytes();
-        let dir = s.0.join("sha256-bad");
+        let dir = s.path().join("sha256-bad");
         refused(unpack_into_new(&bad[..], &dir, &UnpackOptions::default()));
         assert!(!dir.exists());
-        let leftovers: Vec<_> = std::fs::read_dir(&s.0)
+        let leftovers: Vec<_> = std::fs::read_dir(s.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .filter(|n| n.contains(".tmp-"))
@@ -1917,7 +1909,7 @@ mod tests {
             return;
         }
         let s = Scratch::new();
-        let src = s.0.join("src");
+        let src = s.path().join("src");
         std::fs::create_dir_all(src.join("usr/bin")).unwrap();
         std::fs::create_dir_all(src.join("var/empty")).unwrap();
         std::fs::write(src.join("usr/bin/tool"), b"#!/bin/sh\n").unwrap();
@@ -1942,7 +1934,7 @@ mod tests {
             )
         };
         assert_eq!(rc, 0);
-        let archive = s.0.join("layer.tar");
+        let archive = s.path().join("layer.tar");
         let status = std::process::Command::new("tar")
             .args(["--format=pax", "--xattrs", "--numeric-owner", "-cf"])
             .arg(&archive)
@@ -1952,7 +1944,7 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success());
-        let reference = s.0.join("reference");
+        let reference = s.path().join("reference");
         std::fs::create_dir(&reference).unwrap();
         let status = std::process::Command::new("tar")
             .args([

@@ -1,5 +1,6 @@
 //! `armlet`: the node daemon and its command-line tools, in one static binary.
 
+mod images;
 mod ops;
 mod terminal;
 
@@ -115,11 +116,82 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
+    /// Pull, list, remove, import and inspect images.
+    Images(ImagesArgs),
     /// Remove a container (killing it if it still runs).
     Rm {
         /// Container ids.
         #[arg(required = true)]
         ids: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ImagesArgs {
+    /// The image directory (content store, layers, snapshots, metadata).
+    #[arg(long, default_value = images::DEFAULT_IMAGES_ROOT, env = "ARMLET_IMAGES_ROOT")]
+    root: PathBuf,
+    /// k3s's registries.yaml (mirrors, rewrites, auth, TLS); a missing file
+    /// means none.
+    #[arg(long, default_value = images::DEFAULT_REGISTRIES, env = "ARMLET_REGISTRIES")]
+    registries: PathBuf,
+    /// Pull and unpack for this platform (os/arch[/variant]) instead of this
+    /// node's.
+    #[arg(long)]
+    platform: Option<String>,
+    #[command(subcommand)]
+    command: ImagesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ImagesCommand {
+    /// Pull an image and unpack its layers.
+    Pull {
+        /// The image reference (`busybox`, `ghcr.io/org/app:1.2`, `...@sha256:...`).
+        reference: String,
+        /// A Docker config JSON with credentials (a `.dockerconfigjson` pull
+        /// secret's content); repeatable.
+        #[arg(long = "auth-file")]
+        auth_file: Vec<PathBuf>,
+    },
+    /// List images.
+    #[command(alias = "list")]
+    Ls {
+        /// Only the names.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Remove images, and the blobs and layers only they used.
+    #[command(alias = "remove")]
+    Rm {
+        /// Image names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Import image tarballs (docker-archive or OCI archive; a directory means
+    /// every tarball in it). Tarballs imported before cost a stat.
+    Import {
+        /// Tarballs or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Show an image's record, manifest, config and layers as JSON.
+    Inspect {
+        /// Image name.
+        name: String,
+    },
+    /// Remove unused images if the disk is fuller than --high percent, until
+    /// it is at most --low percent (the kubelet's image GC).
+    Gc {
+        /// Start above this use, in percent.
+        #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(1..=100))]
+        high: u8,
+        /// Stop at this use, in percent.
+        #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+        low: u8,
+        /// Images never to remove (repeatable).
+        #[arg(long)]
+        keep: Vec<String>,
     },
 }
 
@@ -186,6 +258,31 @@ fn main() -> Result<()> {
         Command::Stats { id } => ops::stats(&root, &id),
         Command::Stop { id, timeout } => ops::stop(&root, &id, timeout),
         Command::Rm { ids } => ops::rm(&root, &ids),
+        Command::Images(args) => {
+            let ctx = images::ImagesContext {
+                root: args.root,
+                registries: args.registries,
+                platform: args.platform,
+            };
+            match args.command {
+                ImagesCommand::Pull {
+                    reference,
+                    auth_file,
+                } => images::pull(&ctx, &reference, &auth_file),
+                ImagesCommand::Ls { quiet } => images::ls(&ctx, quiet),
+                ImagesCommand::Rm { names } => images::rm(&ctx, &names),
+                ImagesCommand::Import { paths } => images::import(&ctx, &paths),
+                ImagesCommand::Inspect { name } => images::inspect(&ctx, &name),
+                ImagesCommand::Gc { high, low, keep } => images::gc(
+                    &ctx,
+                    armlet_image::service::GcPolicy {
+                        high_percent: high,
+                        low_percent: low,
+                    },
+                    &keep,
+                ),
+            }
+        }
     }
 }
 
@@ -224,6 +321,39 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["armlet", "run", "-d", "--rm", "c1"]).is_err());
         assert!(Cli::try_parse_from(["armlet", "stop", "c1", "--timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn images_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "armlet",
+            "images",
+            "--root",
+            "/r",
+            "pull",
+            "busybox",
+            "--auth-file",
+            "/s.json",
+        ])
+        .unwrap();
+        let Command::Images(args) = cli.command else {
+            panic!("not images");
+        };
+        assert_eq!(args.root, PathBuf::from("/r"));
+        assert!(matches!(
+            args.command,
+            ImagesCommand::Pull { ref reference, ref auth_file } if reference == "busybox" && auth_file.len() == 1
+        ));
+        assert!(Cli::try_parse_from(["armlet", "images", "rm"]).is_err());
+        assert!(Cli::try_parse_from(["armlet", "images", "gc", "--high", "200"]).is_err());
+        let cli = Cli::try_parse_from(["armlet", "images", "ls", "-q"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Images(ImagesArgs {
+                command: ImagesCommand::Ls { quiet: true },
+                ..
+            })
+        ));
     }
 
     #[test]

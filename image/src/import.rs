@@ -415,39 +415,7 @@ impl ImportLedger {
         files.sort();
         let mut changed = false;
         for file in files {
-            let Ok(meta) = fs::metadata(&file) else {
-                continue;
-            };
-            let stamp = (
-                meta.len(),
-                meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-                meta.ino(),
-            );
-            if let Some(seen) = self.seen.get(&file) {
-                if (seen.size, seen.mtime_ns, seen.inode) == stamp {
-                    images.extend(seen.images.iter().cloned());
-                    continue;
-                }
-            }
-            match fs::File::open(&file)
-                .map_err(ImportError::Read)
-                .and_then(|f| import(store, f))
-            {
-                Ok(found) => {
-                    images.extend(found.iter().cloned());
-                    self.seen.insert(
-                        file,
-                        Seen {
-                            size: stamp.0,
-                            mtime_ns: stamp.1,
-                            inode: stamp.2,
-                            images: found,
-                        },
-                    );
-                    changed = true;
-                }
-                Err(e) => errors.push((file, e)),
-            }
+            changed |= self.import_one(store, file, &mut images, &mut errors);
         }
         if changed {
             if let Err(e) = self.save() {
@@ -455,6 +423,74 @@ impl ImportLedger {
             }
         }
         (images, errors)
+    }
+
+    /// Imports one tarball unless it was imported before in its current form
+    /// (named on the command line rather than found in the images directory).
+    pub fn import_file(
+        &mut self,
+        store: &Store,
+        file: &Path,
+    ) -> Result<Vec<ImportedImage>, ImportError> {
+        let (mut images, mut errors) = (Vec::new(), Vec::new());
+        if self.import_one(store, file.to_path_buf(), &mut images, &mut errors) {
+            self.save()?;
+        }
+        match errors.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(images),
+        }
+    }
+
+    /// One tarball: remembered, or imported and remembered. Returns whether the
+    /// ledger changed.
+    fn import_one(
+        &mut self,
+        store: &Store,
+        file: PathBuf,
+        images: &mut Vec<ImportedImage>,
+        errors: &mut Vec<(PathBuf, ImportError)>,
+    ) -> bool {
+        let meta = match fs::metadata(&file) {
+            Ok(m) => m,
+            Err(e) => {
+                errors.push((file, ImportError::Read(e)));
+                return false;
+            }
+        };
+        let stamp = (
+            meta.len(),
+            meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            meta.ino(),
+        );
+        if let Some(seen) = self.seen.get(&file) {
+            if (seen.size, seen.mtime_ns, seen.inode) == stamp {
+                images.extend(seen.images.iter().cloned());
+                return false;
+            }
+        }
+        match fs::File::open(&file)
+            .map_err(ImportError::Read)
+            .and_then(|f| import(store, f))
+        {
+            Ok(found) => {
+                images.extend(found.iter().cloned());
+                self.seen.insert(
+                    file,
+                    Seen {
+                        size: stamp.0,
+                        mtime_ns: stamp.1,
+                        inode: stamp.2,
+                        images: found,
+                    },
+                );
+                true
+            }
+            Err(e) => {
+                errors.push((file, e));
+                false
+            }
+        }
     }
 
     fn save(&self) -> io::Result<()> {

@@ -137,22 +137,65 @@ pub fn manifest_for(
     Ok((*digest, manifest))
 }
 
-/// Makes sure every layer of image `digest` is unpacked under `layer_root`
-/// and returns their directories, bottom first (as [`crate::snapshot`] takes
-/// them). Layers already unpacked are reused; each new one is verified against
-/// the config's diff_id before it becomes visible.
-pub fn unpacked_layers(
-    store: &Store,
-    layer_root: &Path,
-    digest: &Digest,
-    want: &Platform,
-) -> Result<Vec<PathBuf>, LayersError> {
-    let (manifest_digest, manifest) = manifest_for(store, digest, want)?;
-    let config_digest = parse_digest(
+/// One layer of an image, with everything needed to fetch and unpack it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedLayer {
+    /// The (usually compressed) blob in the store or registry.
+    pub blob: Digest,
+    /// The blob's size from the manifest.
+    pub size: u64,
+    /// The uncompressed tar's digest, from the config.
+    pub diff_id: Digest,
+    /// The stack's chain id up to this layer: its directory's name.
+    pub chain_id: Digest,
+}
+
+/// An image's manifest and config, checked against each other and the
+/// platform: what a pull fetches and what unpacking needs.
+#[derive(Debug, Clone)]
+pub struct ImagePlan {
+    /// The platform manifest's digest.
+    pub manifest: Digest,
+    /// The config blob's digest.
+    pub config: Digest,
+    /// The config blob's size.
+    pub config_size: u64,
+    /// The layers, bottom first.
+    pub layers: Vec<PlannedLayer>,
+}
+
+/// Parses a manifest that is already in the store.
+pub fn read_manifest(store: &Store, digest: &Digest) -> Result<ImageManifest, LayersError> {
+    let bytes = read_blob(store, "manifest", digest)?;
+    serde_json::from_slice(&bytes).map_err(|e| LayersError::Invalid {
+        what: "manifest",
+        digest: *digest,
+        reason: e.to_string(),
+    })
+}
+
+/// The config digest and size a manifest names.
+pub fn config_of(
+    manifest_digest: &Digest,
+    manifest: &ImageManifest,
+) -> Result<(Digest, u64), LayersError> {
+    let digest = parse_digest(
         "manifest",
-        &manifest_digest,
+        manifest_digest,
         manifest.config().digest().as_ref(),
     )?;
+    Ok((digest, manifest.config().size()))
+}
+
+/// Checks the config (in the store) against `want` and the manifest, and
+/// lists the layers with their diff_ids and chain ids.
+pub fn plan(
+    store: &Store,
+    manifest_digest: &Digest,
+    manifest: &ImageManifest,
+    want: &Platform,
+) -> Result<ImagePlan, LayersError> {
+    let (config_digest, config_size) = config_of(manifest_digest, manifest)?;
     let config_bytes = read_blob(store, "config", &config_digest)?;
     let config: ImageConfiguration =
         serde_json::from_slice(&config_bytes).map_err(|e| LayersError::Invalid {
@@ -178,38 +221,96 @@ pub fn unpacked_layers(
             ),
         });
     }
-    fs::create_dir_all(layer_root).map_err(|source| LayersError::Io {
-        path: layer_root.to_path_buf(),
-        source,
-    })?;
-    let mut dirs = Vec::with_capacity(diff_ids.len());
+    let mut layers = Vec::with_capacity(diff_ids.len());
     for ((layer, diff_id), chain_id) in manifest
         .layers()
         .iter()
         .zip(&diff_ids)
         .zip(chain_ids(&diff_ids))
     {
-        let blob = parse_digest("manifest", &manifest_digest, layer.digest().as_ref())?;
-        let dir = layer_root.join(chain_id.hex());
-        if !dir.is_dir() {
-            let file = store
-                .open_blob(&blob)
-                .map_err(|source| LayersError::Store {
-                    what: format!("layer {blob}"),
-                    source,
-                })?;
-            let options = UnpackOptions {
-                expected_diff_id: Some(*diff_id),
-                ..UnpackOptions::default()
-            };
-            unpack_into_new(file, &dir, &options).map_err(|source| LayersError::Unpack {
-                digest: blob,
-                source,
-            })?;
+        let media_type = layer.media_type().to_string();
+        if media_type.contains("encrypted") {
+            return Err(LayersError::Invalid {
+                what: "manifest",
+                digest: *manifest_digest,
+                reason: format!(
+                    "layer media type {media_type} (encrypted layers are not supported)"
+                ),
+            });
         }
-        dirs.push(dir);
+        layers.push(PlannedLayer {
+            blob: parse_digest("manifest", manifest_digest, layer.digest().as_ref())?,
+            size: layer.size(),
+            diff_id: *diff_id,
+            chain_id,
+        });
     }
-    Ok(dirs)
+    Ok(ImagePlan {
+        manifest: *manifest_digest,
+        config: config_digest,
+        config_size,
+        layers,
+    })
+}
+
+/// The directory layer `layer` is (or will be) unpacked in.
+pub fn layer_dir(layer_root: &Path, layer: &PlannedLayer) -> PathBuf {
+    layer_root.join(layer.chain_id.hex())
+}
+
+/// Unpacks one layer (its blob must be in the store) unless it already is,
+/// verified against its diff_id before it becomes visible. Two callers
+/// unpacking the same layer at once both succeed: one rename wins.
+pub fn unpack_layer(
+    store: &Store,
+    layer_root: &Path,
+    layer: &PlannedLayer,
+) -> Result<PathBuf, LayersError> {
+    let dir = layer_dir(layer_root, layer);
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    fs::create_dir_all(layer_root).map_err(|source| LayersError::Io {
+        path: layer_root.to_path_buf(),
+        source,
+    })?;
+    let file = store
+        .open_blob(&layer.blob)
+        .map_err(|source| LayersError::Store {
+            what: format!("layer {}", layer.blob),
+            source,
+        })?;
+    let options = UnpackOptions {
+        expected_diff_id: Some(layer.diff_id),
+        ..UnpackOptions::default()
+    };
+    match unpack_into_new(file, &dir, &options) {
+        Ok(_) => Ok(dir),
+        // Someone else unpacked the same layer meanwhile.
+        Err(UnpackError::Destination { .. }) if dir.is_dir() => Ok(dir),
+        Err(source) => Err(LayersError::Unpack {
+            digest: layer.blob,
+            source,
+        }),
+    }
+}
+
+/// Makes sure every layer of image `digest` is unpacked under `layer_root`
+/// and returns their directories, bottom first (as [`crate::snapshot`] takes
+/// them). Layers already unpacked are reused; each new one is verified against
+/// the config's diff_id before it becomes visible.
+pub fn unpacked_layers(
+    store: &Store,
+    layer_root: &Path,
+    digest: &Digest,
+    want: &Platform,
+) -> Result<Vec<PathBuf>, LayersError> {
+    let (manifest_digest, manifest) = manifest_for(store, digest, want)?;
+    let plan = plan(store, &manifest_digest, &manifest, want)?;
+    plan.layers
+        .iter()
+        .map(|layer| unpack_layer(store, layer_root, layer))
+        .collect()
 }
 
 #[cfg(test)]

@@ -12,6 +12,10 @@
 //! - [`reference`]: image references normalised as Docker and the kubelet do;
 //! - [`registries`]: k3s's `registries.yaml` (mirrors, rewrites, auth, TLS) and
 //!   the endpoints to try for a reference;
+//! - [`registry`]: the registry client (distribution API, auth, TLS);
+//! - [`pull`]: a reference to unpacked layers, through mirrors, resumable;
+//! - [`secrets`]: pod `imagePullSecrets` (Docker config JSON) as credentials;
+//! - [`service`]: all of it under one directory, with garbage collection;
 //! - [`snapshot`]: a container's root filesystem as an overlay of the image's
 //!   layers and a writable layer of its own;
 //! - [`unpack`]: layer tarballs (gzip, zstd, plain) into per-layer directories for
@@ -22,8 +26,12 @@ pub mod import;
 pub mod layers;
 pub mod meta;
 pub mod platform;
+pub mod pull;
 pub mod reference;
 pub mod registries;
+pub mod registry;
+pub mod secrets;
+pub mod service;
 pub mod snapshot;
 pub mod store;
 pub mod unpack;

@@ -57,6 +57,9 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Snapshot
     move |source| SnapshotError::Io { what, path, source }
 }
 
+/// The file in a snapshot's directory listing its layer directories.
+const LAYERS_FILE: &str = "layers";
+
 /// Makes and removes container root filesystems under one directory.
 #[derive(Debug, Clone)]
 pub struct Snapshotter {
@@ -131,6 +134,13 @@ impl Snapshotter {
                 Err(e) => return Err(io_err("creating", d)(e)),
             }
         }
+        // Which layers this snapshot stands on, for image garbage collection:
+        // written before the mount, so a mounted snapshot always has it.
+        let listed: String = layers
+            .iter()
+            .map(|l| format!("{}\n", l.display()))
+            .collect();
+        fs::write(dir.join(LAYERS_FILE), listed).map_err(io_err("writing", &dir))?;
         // overlayfs lists lower directories top first.
         let lower: Vec<String> = layers
             .iter()
@@ -180,6 +190,21 @@ impl Snapshotter {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err("removing", &dir)(e)),
         }
+    }
+
+    /// The layer directories some snapshot stands on: image garbage
+    /// collection must keep them whatever happened to the image's name.
+    pub fn layers_in_use(&self) -> Result<std::collections::BTreeSet<PathBuf>, SnapshotError> {
+        let mut used = std::collections::BTreeSet::new();
+        for id in self.list()? {
+            let file = self.dir(&id).join(LAYERS_FILE);
+            match fs::read_to_string(&file) {
+                Ok(text) => used.extend(text.lines().filter(|l| !l.is_empty()).map(PathBuf::from)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("reading", &file)(e)),
+            }
+        }
+        Ok(used)
     }
 
     /// Ids of the snapshots present (for garbage collection after a restart).

@@ -52,9 +52,9 @@ pub enum ServiceError {
     /// A container's root filesystem stands on the image.
     #[error("image {0} is in use by a container")]
     InUse(String),
-    /// The pull failed.
+    /// The pull failed (boxed: it is large, and rare).
     #[error(transparent)]
-    Pull(#[from] PullError),
+    Pull(Box<PullError>),
     /// The metadata database failed.
     #[error(transparent)]
     Meta(#[from] MetaError),
@@ -66,8 +66,8 @@ pub enum ServiceError {
     Layers {
         /// The image.
         name: String,
-        /// What went wrong.
-        source: LayersError,
+        /// What went wrong (boxed: it is large, and rare).
+        source: Box<LayersError>,
     },
     /// An import failed.
     #[error("importing {}: {source}", path.display())]
@@ -90,6 +90,12 @@ pub enum ServiceError {
         /// The underlying error.
         source: std::io::Error,
     },
+}
+
+impl From<PullError> for ServiceError {
+    fn from(e: PullError) -> Self {
+        Self::Pull(Box::new(e))
+    }
 }
 
 /// Shorthand for service results.
@@ -389,7 +395,7 @@ impl ImageService {
         let normal = Self::normalise(name).unwrap_or_else(|_| name.to_owned());
         let layers_err = |source| ServiceError::Layers {
             name: normal.clone(),
-            source,
+            source: Box::new(source),
         };
         let (manifest_digest, manifest) =
             layers::manifest_for(&self.store, &record.digest, &self.platform)
@@ -435,7 +441,7 @@ impl ImageService {
         )
         .map_err(|source| ServiceError::Layers {
             name: name.to_owned(),
-            source,
+            source: Box::new(source),
         })
     }
 

@@ -136,10 +136,11 @@ impl Snapshotter {
         }
         // Which layers this snapshot stands on, for image garbage collection:
         // written before the mount, so a mounted snapshot always has it.
-        let listed: String = layers
-            .iter()
-            .map(|l| format!("{}\n", l.display()))
-            .collect();
+        let mut listed = String::new();
+        for layer in layers {
+            listed.push_str(&layer.to_string_lossy());
+            listed.push('\n');
+        }
         fs::write(dir.join(LAYERS_FILE), listed).map_err(io_err("writing", &dir))?;
         // overlayfs lists lower directories top first.
         let lower: Vec<String> = layers

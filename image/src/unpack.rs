@@ -357,6 +357,15 @@ pub fn unpack_into_new(
     let tmp = dir.with_file_name(tmp_name);
     std::fs::create_dir(&tmp).map_err(destination)?;
     let result = unpack(reader, &tmp, opts).and_then(|stats| {
+        // The rename must not reach the disk before the files do: after a
+        // power cut the layer is either absent or whole, never a directory of
+        // empty files. One syncfs per layer, not an fsync per file.
+        std::fs::File::open(&tmp)
+            .and_then(|d| {
+                use std::os::fd::AsRawFd as _;
+                nix::unistd::syncfs(d.as_raw_fd()).map_err(io::Error::from)
+            })
+            .map_err(destination)?;
         nix::fcntl::renameat2(None, &tmp, None, dir, RenameFlags::RENAME_NOREPLACE)
             .map_err(|e| destination(e.into()))?;
         Ok(stats)

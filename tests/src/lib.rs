@@ -7,7 +7,9 @@
 
 pub mod elf;
 pub mod node;
+pub mod oci;
 pub mod qemu;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 

@@ -3,9 +3,16 @@
 //!
 //! `bench runtime`: container create → start → wait → delete of `/bin/true` with
 //! armlet, crun and runc, and the memory of armlet's supervisor with idle
-//! containers. The measuring is done by `tests/src/bin/bench-runtime.rs` (it needs
-//! armlet's client library, which xtask must not depend on); this builds what it
-//! needs and runs it.
+//! containers.
+//!
+//! `bench image`: pull + unpack of a ~100 MB, five-layer image from a local
+//! registry (Debian's docker-registry on loopback) with `armlet images pull`
+//! beside `skopeo copy` + `umoci unpack`, and `armlet images import` of a
+//! gigabyte of air-gap tarballs, first and again (already imported).
+//!
+//! The measuring is done by `tests/src/bin/bench-<name>.rs` (they need armlet's
+//! libraries and the test harness, which xtask must not depend on); this
+//! installs and builds what they need and runs them.
 
 use std::process::Command;
 
@@ -13,13 +20,18 @@ use crate::build::{BuildTarget, Profile, Workspace, report_binary};
 use crate::{Result, cmd, fail, setup};
 
 /// Cycles per runtime: the issue asks for at least 50.
-const RUNS: u32 = 50;
+const RUNTIME_RUNS: u32 = 50;
+
+/// Pulls per tool: each moves ~45 MB and writes ~150 MB.
+const IMAGE_RUNS: u32 = 5;
 
 /// The benchmarks there are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bench {
     /// armlet's container runtime against crun and runc.
     Runtime,
+    /// armlet's image pull against skopeo + umoci, and air-gap re-imports.
+    Image,
 }
 
 impl Bench {
@@ -27,35 +39,42 @@ impl Bench {
     pub fn parse(args: &[String]) -> Result<Self> {
         match args {
             [name] if name == "runtime" => Ok(Self::Runtime),
-            [name] => Err(fail!("unknown benchmark `{name}`: there is `runtime`")),
-            _ => Err(fail!("`bench` takes one argument: runtime")),
+            [name] if name == "image" => Ok(Self::Image),
+            [name] => Err(fail!(
+                "unknown benchmark `{name}`: there are `runtime` and `image`"
+            )),
+            _ => Err(fail!("`bench` takes one argument: runtime or image")),
         }
     }
 
     /// Runs the benchmark, installing and building what it needs first.
     pub fn run(self, ws: &Workspace) -> Result<()> {
         match self {
-            Self::Runtime => runtime(ws),
+            Self::Runtime => measure(ws, "bench-runtime", &["crun", "runc"], RUNTIME_RUNS),
+            Self::Image => measure(ws, "bench-image", &["skopeo", "umoci"], IMAGE_RUNS),
         }
     }
 }
 
-fn runtime(ws: &Workspace) -> Result<()> {
-    // Setup installs crun and runc (Debian's) with the rest of the host packages.
+/// Builds the release armlet, prints the peers' versions, and runs the driver
+/// binary `driver` of armlet-tests on it.
+fn measure(ws: &Workspace, driver: &str, peers: &[&str], runs: u32) -> Result<()> {
+    // Setup installs the peers (Debian's crun, runc, skopeo, umoci) and the test
+    // registry with the rest of the host packages.
     setup::run()?;
     let bin = ws.build_armlet(BuildTarget::Host, Profile::Release)?;
-    for tool in ["crun", "runc"] {
+    for tool in peers {
         let out = cmd::stdout(Command::new(tool).arg("--version"))?;
         println!("{}", out.lines().next().unwrap_or(tool));
     }
     report_binary(&bin);
     let mut c = ws.cargo("run");
-    c.args(["--package", "armlet-tests", "--bin", "bench-runtime"]);
+    c.args(["--package", "armlet-tests", "--bin", driver]);
     Workspace::locked(&mut c);
     c.arg("--")
         .arg("--armlet")
         .arg(&bin)
-        .args(["--runs", &RUNS.to_string()]);
+        .args(["--runs", &runs.to_string()]);
     cmd::run(&mut c)
 }
 
@@ -70,8 +89,10 @@ mod tests {
     #[test]
     fn bench_takes_exactly_one_known_name() {
         assert_eq!(Bench::parse(&args(&["runtime"])).unwrap(), Bench::Runtime);
+        assert_eq!(Bench::parse(&args(&["image"])).unwrap(), Bench::Image);
         assert!(Bench::parse(&args(&[])).is_err());
-        assert!(Bench::parse(&args(&["image"])).is_err());
+        assert!(Bench::parse(&args(&["images"])).is_err());
+        assert!(Bench::parse(&args(&["image", "extra"])).is_err());
         assert!(Bench::parse(&args(&["runtime", "extra"])).is_err());
     }
 }

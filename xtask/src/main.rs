@@ -28,6 +28,9 @@ commands:
   test                        the whole suite: fmt, clippy, release builds, host tests, ARM unit tests
   bench runtime               container create/start/wait/delete with armlet, crun and runc side by
                               side, and the armlet supervisor's memory with idle containers (root)
+  bench image                 pull + unpack of a ~100 MB, 5-layer image from a local registry with
+                              armlet and with skopeo + umoci, and a restart's re-import of 1 GB of
+                              air-gap tarballs (root)
 ";
 
 /// An error that ends the xtask with a message (no backtrace: these are user-facing).

@@ -1,7 +1,9 @@
 //! `cargo xtask setup`: makes a fresh Debian 12 machine ready to build and test armlet.
 //!
 //! What it installs:
-//! - Debian packages the build and tests need (cross gcc, qemu-user, qemu-system, ...);
+//! - Debian packages the build and tests need (cross gcc, qemu-user, qemu-system,
+//!   docker-registry and skopeo, ...); the system-wide registry service the
+//!   docker-registry package enables is stopped and disabled (tests start their own);
 //! - Debian's Rust 1.85 (`rustc-web`, `cargo-web`, `rust-web-clippy`), the compiler
 //!   every build uses, because the target std for arm64 and armhf exists only for it;
 //! - that target std, fetched with `apt-get download` and unpacked with `dpkg-deb -x`:
@@ -42,6 +44,15 @@ const HOST_PACKAGES: &[&str] = &[
     // The runtimes armlet's is measured against (`cargo xtask bench runtime`).
     "crun",
     "runc",
+    // A real registry (distribution 2.8) that the image tests start on loopback
+    // ports of their own (tests/src/registry.rs); its system service is disabled.
+    "docker-registry",
+    // Pushes the tests' images into it; pulls beside armlet in `bench image`.
+    "skopeo",
+    // Unpacks images beside armlet in `cargo xtask bench image`.
+    "umoci",
+    // `htpasswd -B`: the bcrypt password file of the Basic-auth test registry.
+    "apache2-utils",
 ];
 
 /// Debian's Rust toolchain packages, installed at one chosen version.
@@ -89,7 +100,7 @@ pub fn sysroot(target: &Target) -> PathBuf {
 pub fn run() -> Result<()> {
     let missing = missing_parts()?;
     if missing.is_empty() {
-        return Ok(());
+        return disable_registry_service();
     }
     println!("setup: missing {}", missing.join(", "));
     check_machine()?;
@@ -104,6 +115,7 @@ pub fn run() -> Result<()> {
         install_sysroot(target)?;
         install_guest(target)?;
     }
+    disable_registry_service()?;
     let still = missing_parts()?;
     if !still.is_empty() {
         return Err(fail!(
@@ -336,6 +348,71 @@ fn install_host_packages(version: &str) -> Result<()> {
             ])
             .args(&args),
     )?;
+    Ok(())
+}
+
+/// Where the docker-registry package enables its system service: systemd's
+/// link, and the SysV start links of the runlevels a Debian system boots into.
+fn registry_service_links() -> Vec<PathBuf> {
+    let mut links = vec![PathBuf::from(
+        "/etc/systemd/system/multi-user.target.wants/docker-registry.service",
+    )];
+    for level in 2..=5 {
+        let dir = PathBuf::from(format!("/etc/rc{level}.d"));
+        links.extend(
+            fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .map(|n| n.to_string_lossy())
+                        .is_some_and(|n| n.starts_with('S') && n.ends_with("docker-registry"))
+                }),
+        );
+    }
+    links
+        .into_iter()
+        .filter(|l| l.symlink_metadata().is_ok())
+        .collect()
+}
+
+/// Stops and disables the system-wide registry that installing docker-registry
+/// enables (and, where services may start, starts) on :5000: the tests run
+/// their own on free loopback ports, and a registry listening on every address
+/// of a developer's machine is nothing they asked for. Quiet (a few `stat`s)
+/// when already disabled.
+fn disable_registry_service() -> Result<()> {
+    if registry_service_links().is_empty() {
+        return Ok(());
+    }
+    println!("setup: systemctl disable --now docker-registry");
+    // Removes the systemd and SysV links even where systemd is not PID 1 (a
+    // container); only the "--now" part fails there, and is done below.
+    let _ = Command::new("systemctl")
+        .args(["disable", "--now", "docker-registry"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !Path::new("/run/systemd/system").exists() {
+        // Without systemd, the package's SysV script is what started it.
+        let _ = Command::new("/etc/init.d/docker-registry")
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    let left = registry_service_links();
+    if !left.is_empty() {
+        return Err(fail!(
+            "could not disable the docker-registry system service; remove {} by hand",
+            left.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     Ok(())
 }
 

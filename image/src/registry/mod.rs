@@ -129,7 +129,7 @@ fn transport(url: &str, e: reqwest::Error) -> RegistryError {
 #[derive(Clone)]
 pub struct Registry {
     resolver: Arc<armlet_resolve::Resolver>,
-    clients: Arc<Mutex<HashMap<String, reqwest::Client>>>,
+    clients: Arc<Mutex<HashMap<String, (reqwest::Client, bool)>>>,
     user_agent: String,
 }
 
@@ -158,13 +158,15 @@ impl Registry {
         Self::new(resolver)
     }
 
-    fn client(&self, tls: Option<&Tls>) -> Result<reqwest::Client, RegistryError> {
+    /// The client for these TLS settings, and whether it can verify HTTPS
+    /// servers (it has CA roots, or verification is off).
+    fn client(&self, tls: Option<&Tls>) -> Result<(reqwest::Client, bool), RegistryError> {
         let key = format!("{tls:?}");
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(client) = clients.get(&key) {
-            return Ok(client.clone());
+        if let Some(found) = clients.get(&key) {
+            return Ok(found.clone());
         }
-        let config = tls::client_config(tls)?;
+        let (config, verifies) = tls::client_config(tls)?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(config)
             .dns_resolver(dns::Dns(Arc::clone(&self.resolver)))
@@ -176,8 +178,8 @@ impl Registry {
             .no_proxy()
             .build()
             .map_err(|e| RegistryError::TlsConfig(e.to_string()))?;
-        clients.insert(key, client.clone());
-        Ok(client)
+        clients.insert(key, (client.clone(), verifies));
+        Ok((client, verifies))
     }
 
     /// A session for `endpoint`, authenticating with `credentials` when the
@@ -187,8 +189,16 @@ impl Registry {
         endpoint: &Endpoint,
         credentials: Option<Credentials>,
     ) -> Result<Session, RegistryError> {
+        let (http, verifies) = self.client(endpoint.tls.as_ref())?;
+        if !endpoint.url.plain_http && !verifies {
+            return Err(RegistryError::TlsConfig(format!(
+                "{}: no CA certificates to check it with: the system has none \
+                 (install ca-certificates) and registries.yaml gives no ca_file",
+                endpoint.url.api_root()
+            )));
+        }
         Ok(Session {
-            http: self.client(endpoint.tls.as_ref())?,
+            http,
             api_root: endpoint.url.api_root(),
             repository: endpoint.repository.clone(),
             credentials,

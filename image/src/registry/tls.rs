@@ -32,8 +32,9 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, RegistryErr
     Ok(certs)
 }
 
-/// The rustls client configuration for one registry host's settings.
-pub(super) fn client_config(tls: Option<&Tls>) -> Result<ClientConfig, RegistryError> {
+/// The rustls client configuration for one registry host's settings, and
+/// whether it can verify any server at all (some CA, or verification off).
+pub(super) fn client_config(tls: Option<&Tls>) -> Result<(ClientConfig, bool), RegistryError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     // System roots first; a board without ca-certificates still reaches a
@@ -59,14 +60,9 @@ pub(super) fn client_config(tls: Option<&Tls>) -> Result<ClientConfig, RegistryE
                 provider.signature_verification_algorithms,
             )))
     } else {
-        if roots.is_empty() {
-            return Err(RegistryError::TlsConfig(
-                "no CA certificates: the system has none (install ca-certificates) \
-                 and registries.yaml gives no ca_file for this registry"
-                    .into(),
-            ));
-        }
-        builder.with_root_certificates(roots)
+        // Without roots the client still serves plain-HTTP endpoints; the
+        // session refuses HTTPS ones with the reason (see `has_roots`).
+        builder.with_root_certificates(roots.clone())
     };
     let cert_file = tls.and_then(|t| t.cert_file.as_deref());
     let key_file = tls.and_then(|t| t.key_file.as_deref());
@@ -88,7 +84,7 @@ pub(super) fn client_config(tls: Option<&Tls>) -> Result<ClientConfig, RegistryE
     // HTTP/1.1 only: registries all speak it, and leaving HTTP/2 out keeps the
     // binary smaller; parallel blob downloads use separate connections.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    Ok((config, insecure || !roots.is_empty()))
 }
 
 /// `insecure_skip_verify`: any certificate chain is accepted, but handshake
@@ -168,7 +164,8 @@ mod tests {
             insecure_skip_verify: true,
             ..Tls::default()
         };
-        let config = client_config(Some(&tls)).unwrap();
+        let (config, usable) = client_config(Some(&tls)).unwrap();
+        assert!(usable);
         assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
     }
 }

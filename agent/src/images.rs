@@ -72,12 +72,14 @@ pub fn pull(ctx: &ImagesContext, reference: &str, secret_files: &[PathBuf]) -> R
     };
     let display = Arc::new(Display::new(std::io::stderr().is_terminal()));
     let started = Instant::now();
-    let (name, pulled) = runtime()?.block_on(service.pull(
+    let pulled = runtime()?.block_on(service.pull(
         reference,
         &options,
         Arc::clone(&display) as Arc<dyn Progress>,
-    ))?;
+    ));
+    // The progress block is left whole, whatever happened.
     display.finish();
+    let (name, pulled) = pulled?;
     println!(
         "{name} {} ({} downloaded in {:.1} s from {})",
         pulled.digest,
@@ -88,10 +90,17 @@ pub fn pull(ctx: &ImagesContext, reference: &str, secret_files: &[PathBuf]) -> R
     Ok(())
 }
 
-/// `images ls`.
+/// `images ls`; a reader that goes away (`| head`) is not an error.
 pub fn ls(ctx: &ImagesContext, quiet: bool) -> Result<()> {
     let service = ctx.open()?;
-    let images = service.list()?;
+    match write_list(&service, quiet) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn write_list(service: &ImageService, quiet: bool) -> std::io::Result<()> {
+    let images = service.list().map_err(std::io::Error::other)?;
     let mut out = std::io::stdout().lock();
     if quiet {
         for image in images {
@@ -221,6 +230,10 @@ fn short(digest: &Digest) -> String {
     digest.hex()[..12].to_owned()
 }
 
+/// Most layers drawn as a redrawn block; more (rare) could outgrow the
+/// terminal, and get the plain lines instead.
+const MAX_DRAWN_LAYERS: usize = 20;
+
 /// Per-layer state for the display.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum LayerState {
@@ -248,6 +261,8 @@ struct DisplayState {
 impl Display {
     fn new(terminal: bool) -> Self {
         Self {
+            // A block taller than the terminal cannot be redrawn in place:
+            // such pulls print lines instead (see `event`).
             terminal,
             state: Mutex::default(),
         }
@@ -276,6 +291,9 @@ impl Display {
     }
 
     fn redraw(&self, state: &mut DisplayState, force: bool) {
+        if state.order.len() > MAX_DRAWN_LAYERS {
+            return;
+        }
         let now = Instant::now();
         if !force
             && state
@@ -310,30 +328,25 @@ impl Display {
 impl Progress for Display {
     fn event(&self, event: PullEvent) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let terminal = self.terminal && state.order.len() <= MAX_DRAWN_LAYERS;
         let plain = |line: String| eprintln!("{line}");
         match event {
             PullEvent::Resolving { location } => plain(format!("resolving at {location}")),
             PullEvent::Resolved { manifest, layers } => {
-                let total: u64 = layers.iter().map(|(_, s)| s).sum();
+                // Sizes from a manifest: a hostile one must not overflow.
+                let total = layers.iter().fold(0u64, |a, (_, s)| a.saturating_add(*s));
                 plain(format!(
                     "manifest {manifest}: {} layers, {}",
                     layers.len(),
                     human(total)
                 ));
-                for (digest, size) in layers {
+                for (digest, _) in layers {
                     if !state.layers.contains_key(&digest) {
                         state.order.push(digest);
                     }
-                    state.layers.insert(
-                        digest,
-                        if size == 0 {
-                            LayerState::Waiting
-                        } else {
-                            LayerState::Downloading(0, size)
-                        },
-                    );
+                    state.layers.insert(digest, LayerState::Waiting);
                 }
-                if self.terminal {
+                if self.terminal && state.order.len() <= MAX_DRAWN_LAYERS {
                     self.redraw(&mut state, true);
                 }
             }
@@ -347,7 +360,7 @@ impl Progress for Display {
                 } else {
                     return;
                 }
-                if self.terminal {
+                if terminal {
                     self.redraw(&mut state, done == total);
                 } else if done == total {
                     plain(format!("{}: downloaded {}", short(&blob), human(total)));
@@ -358,7 +371,7 @@ impl Progress for Display {
                 if !state.order.contains(&blob) {
                     state.order.push(blob);
                 }
-                if self.terminal {
+                if terminal {
                     self.redraw(&mut state, true);
                 } else {
                     plain(Self::line(&blob, &LayerState::Done(cached)));

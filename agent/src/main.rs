@@ -278,6 +278,7 @@ fn main() -> Result<()> {
                     armlet_image::service::GcPolicy {
                         high_percent: high,
                         low_percent: low,
+                        ..armlet_image::service::GcPolicy::default()
                     },
                     &keep,
                 ),

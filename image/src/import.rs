@@ -464,7 +464,11 @@ impl ImportLedger {
             meta.ino(),
         );
         if let Some(seen) = self.seen.get(&file) {
-            if (seen.size, seen.mtime_ns, seen.inode) == stamp {
+            // Unchanged, and its images still in the store (an image removed
+            // since, by hand or by GC, comes back from its tarball).
+            if (seen.size, seen.mtime_ns, seen.inode) == stamp
+                && seen.images.iter().all(|i| store.has(&i.digest))
+            {
                 images.extend(seen.images.iter().cloned());
                 return false;
             }

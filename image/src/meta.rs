@@ -26,6 +26,10 @@ pub enum MetaError {
     /// The database could not be opened, read or written.
     #[error("image metadata: {0}")]
     Db(#[from] redb::Error),
+    /// Another process has the database open (an agent, or another
+    /// `armlet images` still running).
+    #[error("{0} is in use by another armlet process")]
+    Busy(std::path::PathBuf),
     /// A record does not decode (written by a newer, incompatible armlet?).
     #[error("image metadata record for {name}: {source}")]
     Corrupt {
@@ -65,7 +69,10 @@ fn db_err(e: impl Into<redb::Error>) -> MetaError {
 impl Images {
     /// Opens (creating if needed) the database file at `path`.
     pub fn open(path: &Path) -> Result<Self, MetaError> {
-        let db = Database::create(path).map_err(db_err)?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => MetaError::Busy(path.to_path_buf()),
+            e => db_err(e),
+        })?;
         // Create the table once, so read transactions always find it.
         let txn = db.begin_write().map_err(db_err)?;
         txn.open_table(IMAGES).map_err(db_err)?;

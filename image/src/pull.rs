@@ -17,6 +17,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -49,17 +50,15 @@ pub enum PullError {
         /// What each endpoint answered.
         attempts: Vec<String>,
     },
-    /// Fetching a blob failed after the manifest was found.
-    #[error("pulling {reference}: {what} from {location}: {source}")]
-    Registry {
+    /// Fetching a blob failed at every endpoint, after the manifest was found.
+    #[error("pulling {reference}: {what}: {}", attempts.join("; "))]
+    Blob {
         /// The image.
         reference: String,
         /// Which blob.
         what: String,
-        /// The endpoint.
-        location: String,
-        /// The registry error.
-        source: RegistryError,
+        /// What each endpoint answered.
+        attempts: Vec<String>,
     },
     /// The content store refused or failed (disk full, content not matching
     /// its digest...).
@@ -186,14 +185,15 @@ pub struct Pulled {
 /// its own, in registries.yaml), else those of registries.yaml.
 fn credentials_for(
     endpoint: &Endpoint,
-    registry: &str,
+    reference: &Reference,
     secrets: &PullSecrets,
 ) -> Option<Credentials> {
+    let registry = reference.registry();
     let host = endpoint.url.host.as_str();
     let upstream = host.eq_ignore_ascii_case(registry)
         || (registry == "docker.io" && host == "registry-1.docker.io");
     if upstream {
-        if let Some(c) = secrets.for_registry(registry) {
+        if let Some(c) = secrets.for_image(registry, reference.repository()) {
             return Some(c);
         }
     }
@@ -217,24 +217,23 @@ impl Puller {
         progress: Arc<dyn Progress>,
     ) -> Result<Pulled, PullError> {
         let name = reference.to_string();
-        let endpoints = self.registries.endpoints(reference);
         let mut attempts = Vec::new();
+        let mut sessions = Vec::new();
+        for endpoint in self.registries.endpoints(reference) {
+            let credentials = credentials_for(&endpoint, reference, &options.secrets);
+            match self.registry.session(&endpoint, credentials) {
+                Ok(s) => sessions.push(Arc::new(s)),
+                Err(e) => attempts.push(format!("{}: {e}", endpoint.url.api_root())),
+            }
+        }
         let mut resolved = None;
-        for endpoint in &endpoints {
-            let credentials = credentials_for(endpoint, reference.registry(), &options.secrets);
-            let session = match self.registry.session(endpoint, credentials) {
-                Ok(s) => s,
-                Err(e) => {
-                    attempts.push(format!("{}: {e}", endpoint.url.api_root()));
-                    continue;
-                }
-            };
+        for (i, session) in sessions.iter().enumerate() {
             progress.event(PullEvent::Resolving {
                 location: session.location(),
             });
-            match self.resolve(&session, reference, &options.platform).await {
+            match self.resolve(session, reference, &options.platform).await {
                 Ok(found) => {
-                    resolved = Some((session, found));
+                    resolved = Some((i, found));
                     break;
                 }
                 Err(ResolveError::Registry(e)) => attempts.push(e.to_string()),
@@ -255,7 +254,7 @@ impl Puller {
                 }
             }
         }
-        let Some((session, (digest, plan))) = resolved else {
+        let Some((first, (digest, plan, config_bytes))) = resolved else {
             return Err(PullError::Unavailable {
                 reference: name,
                 attempts,
@@ -265,16 +264,24 @@ impl Puller {
             manifest: plan.manifest,
             layers: plan.layers.iter().map(|l| (l.blob, l.size)).collect(),
         });
-        let location = session.location();
+        let location = sessions[first].location();
+        // Blobs from the endpoint that resolved first, then the others in
+        // order, as containerd does (a mirror may lack a blob, or be down when
+        // the manifest came from the store).
+        sessions.swap(0, first);
+        if first > 0 {
+            sessions[1..=first].rotate_left(1);
+        }
+        let sources = Arc::new(Sources::new(sessions));
         let (layers, downloaded) = self
-            .fetch_layers(Arc::new(session), &name, &plan, options, progress)
+            .fetch_layers(sources, &name, &plan, options, progress)
             .await?;
         Ok(Pulled {
             digest,
             manifest: plan.manifest,
             layers,
             location,
-            downloaded,
+            downloaded: downloaded + config_bytes,
         })
     }
 
@@ -284,13 +291,13 @@ impl Puller {
         session: &Session,
         reference: &Reference,
         platform: &Platform,
-    ) -> Result<(Digest, ImagePlan), ResolveError> {
+    ) -> Result<(Digest, ImagePlan, u64), ResolveError> {
         let top = match reference.digest() {
             // By digest and already here: nothing to ask.
             Some(d) if self.store.has(d) => *d,
             _ => {
                 let m = session.manifest(&reference.manifest_reference()).await?;
-                self.put(&m.digest, &m.bytes, "manifest")?;
+                self.put(&m.digest, &m.bytes, "manifest").await?;
                 m.digest
             }
         };
@@ -302,13 +309,14 @@ impl Puller {
                 ..
             }) => {
                 let m = session.manifest(&child.to_string()).await?;
-                self.put(&m.digest, &m.bytes, "manifest")?;
+                self.put(&m.digest, &m.bytes, "manifest").await?;
                 layers::manifest_for(&self.store, &top, platform)?
             }
             Err(e) => return Err(e.into()),
         };
         let (manifest_digest, manifest) = chosen;
         let (config, size) = layers::config_of(&manifest_digest, &manifest)?;
+        let mut config_bytes = 0;
         if !self.store.has(&config) {
             if size > crate::registry::MAX_MANIFEST {
                 return Err(ResolveError::Store(
@@ -320,7 +328,7 @@ impl Puller {
                     },
                 ));
             }
-            fetch_blob(session, &self.store, &config, size, &NoProgress)
+            config_bytes = fetch_from(session, &self.store, &config, size, &NoProgress)
                 .await
                 .map_err(|e| match e {
                     BlobError::Registry(e) => ResolveError::Registry(e),
@@ -328,19 +336,28 @@ impl Puller {
                 })?;
         }
         let plan = layers::plan(&self.store, &manifest_digest, &manifest, platform)?;
-        Ok((top, plan))
+        Ok((top, plan, config_bytes))
     }
 
-    fn put(&self, digest: &Digest, bytes: &[u8], what: &str) -> Result<(), ResolveError> {
-        self.store
-            .put_bytes(digest, bytes)
-            .map_err(|e| ResolveError::Store(format!("{what} {digest}"), e))
+    /// Stores a document; another pull storing the same one is waited for.
+    async fn put(&self, digest: &Digest, bytes: &[u8], what: &str) -> Result<(), ResolveError> {
+        let failed = |e| ResolveError::Store(format!("{what} {digest}"), e);
+        loop {
+            match self.store.put_bytes(digest, bytes) {
+                Err(StoreError::InUse(_)) => {
+                    if wait_for_writer(&self.store, digest).await.map_err(failed)? {
+                        return Ok(());
+                    }
+                }
+                other => return other.map_err(failed),
+            }
+        }
     }
 
     /// Downloads and unpacks every layer not unpacked yet, a few at a time.
     async fn fetch_layers(
         &self,
-        session: Arc<Session>,
+        sources: Arc<Sources>,
         name: &str,
         plan: &ImagePlan,
         options: &PullOptions,
@@ -357,8 +374,8 @@ impl Puller {
                 });
                 continue;
             }
-            let (session, store, limit, progress) = (
-                Arc::clone(&session),
+            let (sources, store, limit, progress) = (
+                Arc::clone(&sources),
                 self.store.clone(),
                 Arc::clone(&limit),
                 Arc::clone(&progress),
@@ -369,9 +386,10 @@ impl Puller {
                 let downloaded = {
                     // Closed never: the semaphore lives as long as the tasks.
                     let _permit = limit.acquire().await;
-                    fetch_blob(&session, &store, &layer.blob, layer.size, &*progress)
+                    sources
+                        .fetch(&store, &layer.blob, layer.size, &*progress)
                         .await
-                        .map_err(|e| e.into_pull_error(&name, &layer.blob, &session))?
+                        .map_err(|e| e.into_pull_error(&name, &layer.blob))?
                 };
                 let blob = layer.blob;
                 // Unpacking is CPU and file-system work: off the async workers.
@@ -455,14 +473,20 @@ enum BlobError {
     Store(StoreError),
 }
 
-impl BlobError {
-    fn into_pull_error(self, name: &str, blob: &Digest, session: &Session) -> PullError {
+/// How fetching one blob failed at every endpoint.
+enum BlobsError {
+    /// One line per endpoint.
+    Registry(Vec<String>),
+    Store(StoreError),
+}
+
+impl BlobsError {
+    fn into_pull_error(self, name: &str, blob: &Digest) -> PullError {
         match self {
-            Self::Registry(source) => PullError::Registry {
+            Self::Registry(attempts) => PullError::Blob {
                 reference: name.to_owned(),
                 what: format!("layer {blob}"),
-                location: session.location(),
-                source,
+                attempts,
             },
             Self::Store(source) => PullError::Store {
                 reference: name.to_owned(),
@@ -473,10 +497,77 @@ impl BlobError {
     }
 }
 
-/// Fetches blob `digest` of `size` bytes into the store unless it is there;
-/// returns the bytes transferred. Another pull writing the same blob is
-/// waited for (and taken over if it gives up).
-async fn fetch_blob(
+/// The endpoints blobs are fetched from, in order; one that could not even
+/// be reached is skipped for the rest of the pull.
+struct Sources {
+    sessions: Vec<Arc<Session>>,
+    unreachable: Vec<AtomicBool>,
+}
+
+impl Sources {
+    fn new(sessions: Vec<Arc<Session>>) -> Self {
+        let unreachable = sessions.iter().map(|_| AtomicBool::new(false)).collect();
+        Self {
+            sessions,
+            unreachable,
+        }
+    }
+
+    /// Fetches a blob from the first endpoint that serves it.
+    async fn fetch(
+        &self,
+        store: &Store,
+        digest: &Digest,
+        size: u64,
+        progress: &dyn Progress,
+    ) -> Result<u64, BlobsError> {
+        let mut attempts = Vec::new();
+        for (session, unreachable) in self.sessions.iter().zip(&self.unreachable) {
+            if unreachable.load(Ordering::Relaxed) {
+                continue;
+            }
+            match fetch_from(session, store, digest, size, progress).await {
+                Ok(n) => return Ok(n),
+                Err(BlobError::Store(e)) => return Err(BlobsError::Store(e)),
+                Err(BlobError::Registry(e)) => {
+                    if matches!(
+                        e,
+                        RegistryError::Transport {
+                            unreachable: true,
+                            ..
+                        }
+                    ) {
+                        unreachable.store(true, Ordering::Relaxed);
+                    }
+                    attempts.push(e.to_string());
+                }
+            }
+        }
+        if attempts.is_empty() {
+            attempts.push("no endpoint is reachable".into());
+        }
+        Err(BlobsError::Registry(attempts))
+    }
+}
+
+/// Waits for another writer of `digest`; true when the blob is then present
+/// (false: the writer gave up, write it yourself).
+async fn wait_for_writer(store: &Store, digest: &Digest) -> Result<bool, StoreError> {
+    let (store, d) = (store.clone(), *digest);
+    let waited = tokio::task::spawn_blocking(move || store.wait_for(&d, WAIT_FOR_OTHER_WRITER))
+        .await
+        .map_err(|e| StoreError::Io {
+            op: "wait for another pull of",
+            path: PathBuf::from(digest.to_string()),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+    Ok(waited == Waited::Present)
+}
+
+/// Fetches blob `digest` of `size` bytes from one endpoint into the store
+/// unless it is there; returns the bytes transferred. Another pull writing
+/// the same blob is waited for (and taken over if it gives up).
+async fn fetch_from(
     session: &Session,
     store: &Store,
     digest: &Digest,
@@ -487,22 +578,13 @@ async fn fetch_blob(
         let mut ingest = match store.writer(digest, size).map_err(BlobError::Store)? {
             Ingesting::Present => return Ok(0),
             Ingesting::Busy => {
-                let (store, d) = (store.clone(), *digest);
-                let waited =
-                    tokio::task::spawn_blocking(move || store.wait_for(&d, WAIT_FOR_OTHER_WRITER))
-                        .await
-                        .map_err(|e| {
-                            BlobError::Store(StoreError::Io {
-                                op: "wait for another pull of",
-                                path: store_path(digest),
-                                source: std::io::Error::other(e.to_string()),
-                            })
-                        })?
-                        .map_err(BlobError::Store)?;
-                match waited {
-                    Waited::Present => return Ok(0),
-                    Waited::Idle => continue,
+                if wait_for_writer(store, digest)
+                    .await
+                    .map_err(BlobError::Store)?
+                {
+                    return Ok(0);
                 }
+                continue;
             }
             Ingesting::Started(ingest) => ingest,
         };
@@ -523,11 +605,6 @@ async fn fetch_blob(
         ingest.commit().map_err(BlobError::Store)?;
         return Ok(transferred);
     }
-}
-
-/// A blob's name as a path, for an error without a file of its own.
-fn store_path(digest: &Digest) -> PathBuf {
-    PathBuf::from(digest.to_string())
 }
 
 /// One transfer attempt: from the ingest's offset to the end.
@@ -561,6 +638,7 @@ async fn download(
                 return Err(BlobError::Registry(RegistryError::Transport {
                     url: format!("{url}/blobs/{digest}"),
                     detail: chain(&e),
+                    unreachable: false,
                 }));
             }
         };
@@ -586,6 +664,7 @@ async fn download(
                 "the transfer ended after {} of {total} bytes",
                 ingest.offset()
             ),
+            unreachable: false,
         }));
     }
     Ok(())
@@ -638,18 +717,23 @@ mod tests {
         };
         // base64("node:pw")
         let hub = endpoint("https://registry-1.docker.io", Some("bm9kZTpwdw=="));
-        assert_eq!(credentials_for(&hub, "docker.io", &secrets), Some(pod));
+        let busybox: Reference = "busybox".parse().unwrap();
+        assert_eq!(credentials_for(&hub, &busybox, &secrets), Some(pod));
         let mirror = endpoint("https://mirror.local:5000", Some("bm9kZTpwdw=="));
-        assert_eq!(credentials_for(&mirror, "docker.io", &secrets), Some(node));
+        assert_eq!(credentials_for(&mirror, &busybox, &secrets), Some(node));
         let bare = endpoint("https://mirror.local:5000", None);
-        assert_eq!(credentials_for(&bare, "docker.io", &secrets), None);
+        assert_eq!(credentials_for(&bare, &busybox, &secrets), None);
         let mut with_token = endpoint("https://ghcr.io", None);
         with_token.auth = Some(crate::registries::Auth {
             identitytoken: Some("refresh".into()),
             ..Default::default()
         });
         assert_eq!(
-            credentials_for(&with_token, "ghcr.io", &PullSecrets::default()),
+            credentials_for(
+                &with_token,
+                &"ghcr.io/org/app:1".parse().unwrap(),
+                &PullSecrets::default()
+            ),
             Some(Credentials::IdentityToken("refresh".into()))
         );
     }

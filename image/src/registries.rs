@@ -1,6 +1,6 @@
 //! Registry configuration in k3s's `registries.yaml` format, so a K3s user can
-//! drop their existing file in (`/etc/rancher/k3s/registries.yaml` on k3s,
-//! `/etc/armlet/registries.yaml` here):
+//! drop their existing file in (`/etc/rancher/k3s/registries.yaml`, where
+//! `armlet images` also reads it by default):
 //!
 //! ```yaml
 //! mirrors:
@@ -319,7 +319,7 @@ impl Registries {
             let mut last = self.endpoint(upstream, reference.repository().to_owned());
             // Credentials for Docker Hub are written under docker.io in k3s.
             if last.auth.is_none() && last.tls.is_none() {
-                if let Some(c) = self.configs.get(registry) {
+                if let Some(c) = self.config_for(registry) {
                     last.auth = c.auth.clone();
                     last.tls = c.tls.clone();
                 }
@@ -329,8 +329,14 @@ impl Registries {
         endpoints
     }
 
+    /// The `configs` entry for `host`; k3s takes `"*"` for hosts without
+    /// one of their own (a specific entry, even empty, wins).
+    fn config_for(&self, host: &str) -> Option<&RegistryConfig> {
+        self.configs.get(host).or_else(|| self.configs.get("*"))
+    }
+
     fn endpoint(&self, url: EndpointUrl, repository: String) -> Endpoint {
-        let config = self.configs.get(&url.host);
+        let config = self.config_for(&url.host);
         Endpoint {
             repository,
             auth: config.and_then(|c| c.auth.clone()),
@@ -428,6 +434,20 @@ configs:
         assert_eq!(eps[0].url.api_root(), "https://catch-all.local/prefix/v2/");
         assert_eq!(eps[1].url.api_root(), "https://ghcr.io/v2/");
         assert!(eps[1].tls.as_ref().unwrap().insecure_skip_verify);
+    }
+
+    #[test]
+    fn the_star_config_applies_where_no_host_has_its_own() {
+        let reg = Registries::parse(
+            "configs:\n  \"*\":\n    tls:\n      insecure_skip_verify: true\n  \
+             own.example:\n    auth:\n      username: u\n      password: p\n",
+        )
+        .unwrap();
+        let eps = reg.endpoints(&r("other.example/app"));
+        assert!(eps[0].tls.as_ref().unwrap().insecure_skip_verify);
+        let eps = reg.endpoints(&r("own.example/app"));
+        assert!(eps[0].tls.is_none());
+        assert!(eps[0].auth.is_some());
     }
 
     #[test]

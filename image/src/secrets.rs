@@ -42,10 +42,19 @@ struct Entry {
     identitytoken: Option<String>,
 }
 
+/// One secret entry: the host pattern, the repository path prefix (may be
+/// empty) and the credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SecretEntry {
+    host: String,
+    path: String,
+    credentials: Credentials,
+}
+
 /// Credentials from a pod's pull secrets, in the order given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PullSecrets {
-    entries: Vec<(String, Credentials)>,
+    entries: Vec<SecretEntry>,
 }
 
 impl PullSecrets {
@@ -70,19 +79,42 @@ impl PullSecrets {
             let Some(credentials) = entry_credentials(&key, entry)? else {
                 continue;
             };
-            self.entries.push((registry_host(&key), credentials));
+            let (host, path) = registry_key(&key);
+            self.entries.push(SecretEntry {
+                host,
+                path,
+                credentials,
+            });
         }
         Ok(())
     }
 
-    /// The first credentials whose key matches `registry` (a reference's
-    /// registry, `docker.io` for Docker Hub).
-    pub fn for_registry(&self, registry: &str) -> Option<Credentials> {
+    /// The credentials for an image of `registry` (`docker.io` for Docker
+    /// Hub) and `repository`, as the kubelet picks them: among keys whose
+    /// host matches and whose path (if any) is a prefix of the repository at
+    /// a `/` boundary, the most specific (longest path) first; ties keep the
+    /// order given.
+    pub fn for_image(&self, registry: &str, repository: &str) -> Option<Credentials> {
         let registry = registry.to_ascii_lowercase();
         self.entries
             .iter()
-            .find(|(pattern, _)| host_matches(pattern, &registry))
-            .map(|(_, c)| c.clone())
+            .filter(|e| host_matches(&e.host, &registry))
+            .filter(|e| {
+                e.path.is_empty()
+                    || repository == e.path
+                    || repository
+                        .strip_prefix(e.path.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+            // max_by_key keeps the last of equals: reverse to keep the first.
+            .rev()
+            .max_by_key(|e| e.path.len())
+            .map(|e| e.credentials.clone())
+    }
+
+    /// [`for_image`](Self::for_image) for credentials that name no path.
+    pub fn for_registry(&self, registry: &str) -> Option<Credentials> {
+        self.for_image(registry, "")
     }
 
     /// Whether no credentials were given.
@@ -121,19 +153,26 @@ fn entry_credentials(key: &str, entry: Entry) -> Result<Option<Credentials>, Sec
     }))
 }
 
-/// The host part of a config key: `https://index.docker.io/v1/` → `docker.io`.
-fn registry_host(key: &str) -> String {
-    let key = key.trim().to_ascii_lowercase();
-    let key = key
-        .strip_prefix("https://")
-        .or_else(|| key.strip_prefix("http://"))
-        .unwrap_or(&key);
-    let host = key.split('/').next().unwrap_or("");
-    match host {
-        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
-            "docker.io".to_owned()
+/// The host and path of a config key: `https://index.docker.io/v1/` →
+/// (`docker.io`, ``), `ghcr.io/org` → (`ghcr.io`, `org`).
+fn registry_key(key: &str) -> (String, String) {
+    let key = key.trim();
+    let lower = key.to_ascii_lowercase();
+    let rest = if lower.starts_with("https://") {
+        &key[8..]
+    } else if lower.starts_with("http://") {
+        &key[7..]
+    } else {
+        key
+    };
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = host.to_ascii_lowercase();
+    match host.as_str() {
+        // Docker Hub's keys carry an API path (`/v1/`), not a repository.
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" | "docker.io" => {
+            ("docker.io".to_owned(), String::new())
         }
-        h => h.to_owned(),
+        _ => (host, path.trim_matches('/').to_owned()),
     }
 }
 
@@ -203,6 +242,29 @@ mod tests {
         s.add_docker_config(br#"{"auths":{"ghcr.io":{"auth":"Yzpk"}}}"#)
             .unwrap();
         assert_eq!(s.for_registry("GHCR.io"), Some(basic("a", "b")));
+    }
+
+    #[test]
+    fn paths_pick_the_most_specific_key() {
+        let mut s = PullSecrets::default();
+        s.add_docker_config(
+            br#"{"auths":{"ghcr.io":{"auth":"YTpi"},"ghcr.io/org-b":{"auth":"Yzpk"},
+                "https://ghcr.io/org-b/team/":{"auth":"ZTpm"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.for_image("ghcr.io", "org-a/app"), Some(basic("a", "b")));
+        assert_eq!(s.for_image("ghcr.io", "org-b/app"), Some(basic("c", "d")));
+        assert_eq!(
+            s.for_image("ghcr.io", "org-b/team/x"),
+            Some(basic("e", "f"))
+        );
+        // A prefix only counts at a '/' boundary.
+        assert_eq!(s.for_image("ghcr.io", "org-bb/app"), Some(basic("a", "b")));
+        let mut only_path = PullSecrets::default();
+        only_path
+            .add_docker_config(br#"{"auths":{"ghcr.io/org-b":{"auth":"Yzpk"}}}"#)
+            .unwrap();
+        assert_eq!(only_path.for_image("ghcr.io", "org-a/app"), None);
     }
 
     #[test]

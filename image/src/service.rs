@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use oci_spec::image::ImageManifest;
 use serde::Serialize;
@@ -36,6 +36,12 @@ use crate::registries::Registries;
 use crate::registry::Registry;
 use crate::snapshot::{SnapshotError, Snapshotter};
 use crate::store::{Store, StoreError};
+
+/// How an imported image's record says where it came from; GC leaves these.
+const IMPORT_SOURCE: &str = "import ";
+
+/// Age after which a temporary unpack directory is a crash's leftover.
+const STALE: Duration = Duration::from_secs(3600);
 
 /// Largest manifest, index or config read while walking images.
 const MAX_JSON: u64 = 4 << 20;
@@ -136,6 +142,10 @@ pub struct GcPolicy {
     pub high_percent: u8,
     /// Stop at or below this (`imageGCLowThresholdPercent`).
     pub low_percent: u8,
+    /// Never remove an image recorded less than this long ago (the kubelet's
+    /// `imageMinimumGCAge`, 2 minutes): it covers the moment between a pull
+    /// and its container's start.
+    pub min_age: Duration,
 }
 
 impl Default for GcPolicy {
@@ -143,6 +153,7 @@ impl Default for GcPolicy {
         Self {
             high_percent: 85,
             low_percent: 80,
+            min_age: Duration::from_secs(120),
         }
     }
 }
@@ -204,6 +215,13 @@ impl ImageService {
     pub fn open(root: &Path, registries: Registries) -> Result<Self> {
         fs::create_dir_all(root).map_err(|source| ServiceError::Io {
             what: "creating",
+            path: root.to_path_buf(),
+            source,
+        })?;
+        // Snapshots record their layers by absolute path: one spelling of the
+        // root (no symlink, no relative path) keeps the sweep's comparisons true.
+        let root = &fs::canonicalize(root).map_err(|source| ServiceError::Io {
+            what: "resolving",
             path: root.to_path_buf(),
             source,
         })?;
@@ -314,15 +332,24 @@ impl ImageService {
             ..ImportReport::default()
         };
         for image in found {
-            if image.names.is_empty() {
+            // An unnamed image is kept under its digest, or the next sweep
+            // would take it.
+            let digest_name = [image.digest.to_string()];
+            let named = !image.names.is_empty();
+            let names: &[String] = if !named {
                 report.unnamed.push(image.digest);
-            }
-            for name in &image.names {
+                &digest_name
+            } else {
+                &image.names
+            };
+            for name in names {
                 let known = self.meta.get(name)?;
                 // Unchanged names cost a read, not a database commit: this is
                 // what keeps a restart with everything imported in milliseconds.
                 if known.as_ref().is_some_and(|r| r.digest == image.digest) {
-                    report.images.push((name.clone(), image.digest));
+                    if named {
+                        report.images.push((name.clone(), image.digest));
+                    }
                     continue;
                 }
                 match layers::unpacked_layers(
@@ -341,11 +368,13 @@ impl ImageService {
                     name,
                     &ImageRecord {
                         digest: image.digest,
-                        source: format!("import {}", path.display()),
+                        source: format!("{IMPORT_SOURCE}{}", path.display()),
                         created: now(),
                     },
                 )?;
-                report.images.push((name.clone(), image.digest));
+                if named {
+                    report.images.push((name.clone(), image.digest));
+                }
             }
         }
         Ok(report)
@@ -381,11 +410,11 @@ impl ImageService {
         let manifest_size = fs::metadata(self.store.blob_path(&manifest_digest))
             .ok()?
             .len();
-        Some(
-            manifest_size
-                + manifest.config().size()
-                + manifest.layers().iter().map(|l| l.size()).sum::<u64>(),
-        )
+        // Sizes come from the manifest: hostile ones must not overflow.
+        Some(manifest.layers().iter().fold(
+            manifest_size.saturating_add(manifest.config().size()),
+            |a, l| a.saturating_add(l.size()),
+        ))
     }
 
     /// What `armlet images inspect` shows: the record, this platform's
@@ -481,9 +510,10 @@ impl ImageService {
             after_percent: before,
             ..GcReport::default()
         };
-        if before <= policy.high_percent {
+        if before < policy.high_percent {
             return Ok(report);
         }
+        let newest = now().saturating_sub(policy.min_age.as_secs());
         let _exclusive = self.sweep_lock.write().await;
         let snapshot_layers = self.snapshots.layers_in_use()?;
         let mut candidates: Vec<(String, ImageRecord)> = self
@@ -491,7 +521,11 @@ impl ImageService {
             .list()?
             .into_iter()
             .filter(|(name, record)| {
-                !in_use.contains(name)
+                // Air-gap images are pinned, as in k3s: an offline node
+                // cannot pull them back.
+                !record.source.starts_with(IMPORT_SOURCE)
+                    && record.created <= newest
+                    && !in_use.contains(name)
                     && !in_use.contains(&record.digest.to_string())
                     && !self
                         .top_layer(&record.digest)
@@ -520,9 +554,11 @@ impl ImageService {
         let mut blobs = BTreeSet::new();
         let mut layer_dirs = BTreeSet::new();
         for (_, record) in self.meta.list()? {
-            self.mark(&record.digest, &mut blobs, &mut layer_dirs, 0);
+            self.mark(&record.digest, &mut blobs, &mut layer_dirs, 0)?;
         }
         let mut swept = Swept::default();
+        // Partial downloads nobody resumed for a day.
+        self.store.gc_ingest(Duration::from_secs(24 * 3600))?;
         for (digest, _) in self.store.list()? {
             if !blobs.contains(&digest) && self.store.delete(&digest)? {
                 swept.blobs += 1;
@@ -544,8 +580,23 @@ impl ImageService {
             let path = entry.path();
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            // Only finished layers (64 hex digits); temporary unpacks belong
-            // to a pull in progress.
+            // Leftovers of a sweep or an unpack that a crash interrupted. An
+            // unpack in progress holds the sweep lock shared, so none runs in
+            // this process; one in another process is older than an hour only
+            // if it is stuck.
+            let stale = name.ends_with(".tmp-gc")
+                || (name.contains(".tmp-")
+                    && entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > STALE));
+            if stale {
+                let _ = fs::remove_dir_all(&path);
+                continue;
+            }
+            // Only finished layers (64 hex digits).
             if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
                 continue;
             }
@@ -555,6 +606,8 @@ impl ImageService {
             // Renamed away first: a half-deleted layer is never taken for an
             // unpacked one.
             let doomed = path.with_file_name(format!("{name}.tmp-gc"));
+            // A leftover of the same name from a crashed sweep is in the way.
+            let _ = fs::remove_dir_all(&doomed);
             let io = |what, source| ServiceError::Io {
                 what,
                 path: path.clone(),
@@ -569,19 +622,21 @@ impl ImageService {
 
     /// Marks what image (or index) `digest` refers to: every manifest in the
     /// store under it, their configs and layers, and the layer directories of
-    /// those whose config is here.
+    /// those whose config is here. A document that is missing or malformed
+    /// refers to nothing more; a read that fails otherwise stops the sweep
+    /// (deleting on a guess could take a live image's layers).
     fn mark(
         &self,
         digest: &Digest,
         blobs: &mut BTreeSet<Digest>,
         layer_dirs: &mut BTreeSet<PathBuf>,
         depth: u8,
-    ) {
+    ) -> Result<()> {
         if !blobs.insert(*digest) || depth > 4 {
-            return;
+            return Ok(());
         }
-        let Ok(value) = self.store.read_json::<serde_json::Value>(digest, MAX_JSON) else {
-            return;
+        let Some(value) = self.read_for_mark::<serde_json::Value>(digest)? else {
+            return Ok(());
         };
         if let Some(children) = value.get("manifests").and_then(|m| m.as_array()) {
             for child in children {
@@ -590,16 +645,16 @@ impl ImageService {
                     .and_then(|d| d.as_str())
                     .and_then(|d| d.parse().ok())
                 {
-                    self.mark(&d, blobs, layer_dirs, depth + 1);
+                    self.mark(&d, blobs, layer_dirs, depth + 1)?;
                 }
             }
-            return;
+            return Ok(());
         }
         let Ok(manifest) = serde_json::from_value::<ImageManifest>(value) else {
-            return;
+            return Ok(());
         };
         let Ok((config, _)) = layers::config_of(digest, &manifest) else {
-            return;
+            return Ok(());
         };
         blobs.insert(config);
         for layer in manifest.layers() {
@@ -607,11 +662,9 @@ impl ImageService {
                 blobs.insert(d);
             }
         }
-        let Ok(config) = self
-            .store
-            .read_json::<oci_spec::image::ImageConfiguration>(&config, MAX_JSON)
+        let Some(config) = self.read_for_mark::<oci_spec::image::ImageConfiguration>(&config)?
         else {
-            return;
+            return Ok(());
         };
         let diff_ids: Vec<Digest> = config
             .rootfs()
@@ -621,6 +674,18 @@ impl ImageService {
             .collect();
         for chain_id in layers::chain_ids(&diff_ids) {
             layer_dirs.insert(self.layer_root().join(chain_id.hex()));
+        }
+        Ok(())
+    }
+
+    /// A JSON blob for marking: `None` when absent or not the JSON expected.
+    fn read_for_mark<T: serde::de::DeserializeOwned>(&self, digest: &Digest) -> Result<Option<T>> {
+        match self.store.read_json::<T>(digest, MAX_JSON) {
+            Ok(v) => Ok(Some(v)),
+            Err(
+                StoreError::NotFound(_) | StoreError::Json { .. } | StoreError::TooLarge { .. },
+            ) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 }

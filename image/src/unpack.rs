@@ -90,6 +90,12 @@ impl Compression {
     }
 }
 
+/// Most bytes of headers one entry may have: its 512-byte header, a GNU long
+/// name and link, PAX records, sparse maps, and the previous entry's padding.
+/// Real ones are a few KiB (PATH_MAX is 4096); the `tar` crate holds them in
+/// memory, so a hostile layer must not make them gigabytes.
+pub const MAX_ENTRY_HEADERS: u64 = 1 << 20;
+
 /// Limits and checks for one unpack.
 #[derive(Debug, Clone)]
 pub struct UnpackOptions {
@@ -148,6 +154,14 @@ pub enum UnpackError {
     /// The uncompressed stream is longer than [`UnpackOptions::max_total_bytes`].
     #[error("layer is larger than the limit of {limit} bytes uncompressed")]
     TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// The headers of one entry (GNU long names, PAX records, sparse maps)
+    /// are larger than any real archive's: the `tar` crate would hold them
+    /// in memory.
+    #[error("an entry's headers (long name, PAX records) exceed {limit} bytes")]
+    HeadersTooLarge {
         /// The limit.
         limit: u64,
     },
@@ -265,17 +279,25 @@ pub fn unpack(
 
     let (compression, decoded) = decompress(reader).map_err(UnpackError::Stream)?;
     let over_limit = Rc::new(Cell::new(false));
+    let header_budget = Rc::new(Cell::new(None));
+    let over_headers = Rc::new(Cell::new(false));
     let counted = Counted {
         inner: decoded,
         hasher: Hasher::new(),
         bytes: 0,
         limit: opts.max_total_bytes,
         over_limit: over_limit.clone(),
+        header_budget: header_budget.clone(),
+        over_headers: over_headers.clone(),
     };
     let stream_error = |e: io::Error| {
         if over_limit.get() {
             UnpackError::TooLarge {
                 limit: opts.max_total_bytes,
+            }
+        } else if over_headers.get() {
+            UnpackError::HeadersTooLarge {
+                limit: MAX_ENTRY_HEADERS,
             }
         } else {
             UnpackError::Stream(e)
@@ -289,7 +311,16 @@ pub fn unpack(
         dir_times: Vec::new(),
     };
     let mut entries = 0u64;
-    for entry in archive.entries().map_err(stream_error)? {
+    let mut iter = archive.entries().map_err(stream_error)?;
+    loop {
+        // Only headers are read while the next entry is looked for (the one
+        // before was read to its end below), so that is what the budget bounds.
+        header_budget.set(Some(MAX_ENTRY_HEADERS));
+        let next = iter.next();
+        header_budget.set(None);
+        let Some(entry) = next else {
+            break;
+        };
         let mut entry = entry.map_err(stream_error)?;
         entries += 1;
         if entries > opts.max_entries {
@@ -307,6 +338,9 @@ pub fn unpack(
                 e
             });
         }
+        // Data the unpacker did not need (a whiteout's, say) is read here, not
+        // counted as headers by the next look.
+        io::copy(&mut entry, &mut io::sink()).map_err(stream_error)?;
     }
     unpacker.finish()?;
 
@@ -384,6 +418,11 @@ struct Counted<R> {
     bytes: u64,
     limit: u64,
     over_limit: Rc<Cell<bool>>,
+    /// While the `tar` crate looks for the next entry: the bytes it may still
+    /// read. All it reads then is headers and their extensions, which it keeps
+    /// in memory; this bounds them.
+    header_budget: Rc<Cell<Option<u64>>>,
+    over_headers: Rc<Cell<bool>>,
 }
 
 impl<R: Read> Read for Counted<R> {
@@ -393,6 +432,13 @@ impl<R: Read> Read for Counted<R> {
         if self.bytes > self.limit {
             self.over_limit.set(true);
             return Err(io::Error::other("layer exceeds its size limit"));
+        }
+        if let Some(budget) = self.header_budget.get() {
+            let Some(left) = budget.checked_sub(n as u64) else {
+                self.over_headers.set(true);
+                return Err(io::Error::other("entry headers exceed their limit"));
+            };
+            self.header_budget.set(Some(left));
         }
         self.hasher.update(&buf[..n]);
         Ok(n)
@@ -1660,6 +1706,28 @@ mod tests {
         builder.append_data(&mut header, &long, &b"x"[..]).unwrap();
         let why = refused(run(&builder.into_inner().unwrap(), &s.layer()));
         assert!(why.contains("PATH_MAX"), "{why}");
+
+        // Headers the tar crate would hold in memory, gigantic: a GNU long
+        // name and a PAX record of 2 MiB each are refused before the entry
+        // they describe; the same sizes as file data are fine.
+        let big = vec![b'a'; 2 << 20];
+        let too_large = |tar: &[u8]| {
+            matches!(
+                run(tar, &Scratch::new().layer()),
+                Err(UnpackError::HeadersTooLarge {
+                    limit: MAX_ENTRY_HEADERS
+                })
+            )
+        };
+        let long_name = Tar::new()
+            .entry(EntryType::GNULongName, "././@LongLink", "", &big)
+            .file("f", b"1")
+            .bytes();
+        assert!(too_large(&long_name));
+        let pax = Tar::new().pax(&[("comment", &big)]).file("f", b"1").bytes();
+        assert!(too_large(&pax));
+        let data = Tar::new().file("f", &big).file(".wh.g", &big).bytes();
+        run(&data, &Scratch::new().layer()).unwrap();
 
         let tar = Tar::new()
             .file("a", b"1")

@@ -406,17 +406,33 @@ fn gc_frees_unused_images_down_to_the_low_threshold() {
     for tag in ["a", "b", "c"] {
         pull(&service, &format!("{host}/test/gc:{tag}")).unwrap();
     }
+    // An air-gap image: pinned, as in k3s (an offline node cannot pull it back).
+    let archive = scratch.path().join("airgap.tar");
+    armlet_tests::oci::docker_archive(&archive, "example.com/airgap/app:1", 300 << 10, 7);
+    let imported = rt().block_on(service.import(&archive)).unwrap();
+    assert_eq!(imported.images.len(), 1, "{:?}", imported.errors);
     let used = armlet_image::service::disk_use_percent(disk.path()).unwrap();
     assert!(used > 10, "{used}%");
     // Below the high threshold nothing happens.
     let calm = GcPolicy {
         high_percent: used + 1,
         low_percent: 0,
+        min_age: std::time::Duration::ZERO,
     };
     let report = rt()
         .block_on(service.gc(&calm, &Default::default()))
         .unwrap();
     assert!(report.removed.is_empty());
+    // Above it, but every image younger than the minimum age: nothing goes.
+    let young = GcPolicy {
+        high_percent: used - 1,
+        low_percent: 1,
+        ..GcPolicy::default()
+    };
+    let report = rt()
+        .block_on(service.gc(&young, &Default::default()))
+        .unwrap();
+    assert!(report.removed.is_empty(), "{report:?}");
     // A container's root filesystem stands on c.
     let c = format!("{host}/test/gc:c");
     let rootfs = service
@@ -429,6 +445,7 @@ fn gc_frees_unused_images_down_to_the_low_threshold() {
     let policy = GcPolicy {
         high_percent: used - 1,
         low_percent: 1,
+        min_age: std::time::Duration::ZERO,
     };
     let report = rt().block_on(service.gc(&policy, &keep)).unwrap();
     assert_eq!(report.removed, vec![format!("{host}/test/gc:a")]);
@@ -440,7 +457,14 @@ fn gc_frees_unused_images_down_to_the_low_threshold() {
         .into_iter()
         .map(|i| i.name)
         .collect();
-    assert_eq!(names, vec![format!("{host}/test/gc:b"), c.clone()]);
+    assert_eq!(
+        names,
+        vec![
+            format!("{host}/test/gc:b"),
+            c.clone(),
+            "example.com/airgap/app:1".to_owned()
+        ]
+    );
     // What stays is whole: layers still unpacked, blobs intact, the
     // container's files readable.
     for name in &names {
@@ -576,6 +600,15 @@ fn armlet_images_cli_pulls_lists_inspects_imports_peer_archives_and_removes() {
         assert_eq!(json["config"]["architecture"], "amd64");
     }
 
+    // An imported image removed by hand comes back from its tarball, although
+    // the tarball itself is unchanged (and so remembered).
+    let out = run(&["rm", "example.com/peer/docker:1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["import", archives.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["inspect", "example.com/peer/docker:1"]);
+    assert!(out.status.success(), "not restored: {}", text(&out.stderr));
+
     // rm: gone from the list, a second rm fails clearly.
     let out = run(&["rm", &reference]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -587,4 +620,103 @@ fn armlet_images_cli_pulls_lists_inspects_imports_peer_archives_and_removes() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn concurrent_pulls_of_one_image_share_each_download() {
+    let registry = TestRegistry::start(RegistryOptions::default());
+    let scratch = TempDir::new("pull-shared");
+    let image = sized_image(&scratch.path().join("layout"), "1", 3, 6 << 20);
+    registry.push(&image.dir, &image.tag, "test/shared:1");
+    let proxy = FaultProxy::start(registry.addr(), Fault::None);
+    let host = proxy.host();
+    let service = open(&scratch.path().join("root"), plain_http(&host));
+    let reference = format!("{host}/test/shared:1");
+    let options = PullOptions::default();
+    let (a, b) = rt().block_on(async {
+        tokio::join!(
+            service.pull(&reference, &options, Arc::new(NoProgress)),
+            service.pull(&reference, &options, Arc::new(NoProgress)),
+        )
+    });
+    let (a, b) = (a.unwrap().1, b.unwrap().1);
+    assert_eq!(a.layers, b.layers);
+    let amd64 = image.platform("linux/amd64");
+    for blob in amd64.layers.iter().chain([&amd64.config]) {
+        let gets = proxy
+            .requests()
+            .iter()
+            .filter(|r| r.ends_with(&format!("/blobs/{blob}")))
+            .count();
+        assert_eq!(gets, 1, "{blob} fetched {gets} times");
+    }
+    assert_eq!(a.downloaded + b.downloaded, {
+        let layers: u64 = service
+            .store()
+            .list()
+            .unwrap()
+            .iter()
+            .filter(|(d, _)| amd64.layers.contains(&d.to_string()) || amd64.config == d.to_string())
+            .map(|(_, s)| s)
+            .sum();
+        layers
+    });
+    assert_consistent(&service);
+}
+
+#[test]
+fn blobs_come_from_the_next_endpoint_when_a_mirror_fails_or_is_down() {
+    let registry = TestRegistry::start(RegistryOptions::default());
+    let scratch = TempDir::new("pull-fallback");
+    let image = sized_image(&scratch.path().join("layout"), "1", 2, 4 << 20);
+    registry.push(&image.dir, &image.tag, "test/app:1");
+    let real = registry.host();
+    // A mirror that serves manifests but breaks every blob transfer.
+    let mirror = FaultProxy::start(registry.addr(), Fault::CutBlobsAfter(20_000));
+    let cut = mirror.host();
+    // An address where nothing listens.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let through = |first: &str| {
+        Registries::parse(&format!(
+            "mirrors:\n  \"{real}\":\n    endpoint: [\"http://{first}\", \"http://{real}\"]\n"
+        ))
+        .unwrap()
+    };
+    let reference = format!("{real}/test/app:1");
+
+    // The mirror resolves the manifest; its blobs fail, the registry serves them.
+    let root = scratch.path().join("root");
+    let service = open(&root, through(&cut));
+    let (_, pulled) = rt()
+        .block_on(service.pull(&reference, &PullOptions::default(), Arc::new(NoProgress)))
+        .unwrap();
+    assert_eq!(pulled.location, format!("http://{cut}/v2/test/app"));
+    assert!(mirror.requests().iter().any(|r| r.contains("/blobs/")));
+    assert_consistent(&service);
+    rt().block_on(service.remove(&reference)).unwrap();
+    drop(service);
+
+    // By digest with the manifests still in the store (its layers gone): the
+    // first mirror is never asked for them, and being down does not stop the
+    // pull.
+    let only_cut = Registries::parse(&format!(
+        "mirrors:\n  \"{real}\":\n    endpoint: [\"http://{cut}\"]\n"
+    ))
+    .unwrap();
+    let service = open(&root, only_cut);
+    let by_digest = format!("{real}/test/app@{}", image.index);
+    // Through the cutting mirror alone (its upstream https fails): the
+    // manifests and config land, the layers do not.
+    assert!(pull(&service, &by_digest).is_err());
+    drop(service);
+    let service = open(&root, through(&dead));
+    let (_, pulled) = rt()
+        .block_on(service.pull(&by_digest, &PullOptions::default(), Arc::new(NoProgress)))
+        .unwrap();
+    assert_eq!(pulled.digest.to_string(), image.index);
+    assert_consistent(&service);
 }

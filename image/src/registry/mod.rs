@@ -55,6 +55,9 @@ pub enum RegistryError {
         url: String,
         /// What went wrong, with its causes.
         detail: String,
+        /// No connection could be made at all (refused, unreachable, TLS
+        /// handshake failed): the endpoint is down, not just this transfer.
+        unreachable: bool,
     },
     /// The registry refused our credentials, or wants some and we have none.
     #[error("{url}: not authorized ({detail})")]
@@ -107,6 +110,7 @@ impl RegistryError {
 /// "error sending request").
 fn transport(url: &str, e: reqwest::Error) -> RegistryError {
     // The URL leads the message already.
+    let unreachable = e.is_connect();
     let e = e.without_url();
     let mut detail = e.to_string();
     let mut source = std::error::Error::source(&e);
@@ -121,6 +125,7 @@ fn transport(url: &str, e: reqwest::Error) -> RegistryError {
     RegistryError::Transport {
         url: url.to_owned(),
         detail,
+        unreachable,
     }
 }
 
@@ -308,6 +313,27 @@ impl Session {
         let range = (offset > 0).then(|| format!("bytes={offset}-"));
         let response = self.send(&url, None, range.as_deref()).await?;
         let partial = response.status() == StatusCode::PARTIAL_CONTENT;
+        if partial {
+            // A range other than the one asked for would only be caught by the
+            // digest, after a whole download.
+            let content_range = response
+                .headers()
+                .get(reqwest::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let start = content_range
+                .strip_prefix("bytes ")
+                .and_then(|r| r.split('-').next())
+                .and_then(|n| n.trim().parse::<u64>().ok());
+            if start != Some(offset) {
+                return Err(RegistryError::BadResponse {
+                    url,
+                    detail: format!(
+                        "asked for bytes from {offset}, got Content-Range {content_range:?}"
+                    ),
+                });
+            }
+        }
         Ok(BlobResponse { response, partial })
     }
 

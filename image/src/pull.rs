@@ -292,9 +292,18 @@ impl Puller {
         reference: &Reference,
         platform: &Platform,
     ) -> Result<(Digest, ImagePlan, u64), ResolveError> {
-        let top = match reference.digest() {
-            // By digest and already here: nothing to ask.
-            Some(d) if self.store.has(d) => *d,
+        // A tag whose current digest is already here needs no manifest GET.
+        let known = match reference.digest() {
+            Some(d) => Some(*d),
+            None => session
+                .manifest_digest(&reference.manifest_reference())
+                .await
+                // A registry that cannot HEAD still serves the GET below.
+                .unwrap_or(None),
+        };
+        let top = match known {
+            // Already here: nothing to fetch.
+            Some(d) if self.store.has(&d) => d,
             _ => {
                 let m = session.manifest(&reference.manifest_reference()).await?;
                 self.put(&m.digest, &m.bytes, "manifest").await?;

@@ -641,6 +641,18 @@ fn concurrent_pulls_of_one_image_share_each_download() {
     });
     let (a, b) = (a.unwrap().1, b.unwrap().1);
     assert_eq!(a.layers, b.layers);
+    // Pulled again, the tag is checked with a HEAD: no manifest GET counts
+    // against a registry's pull limit when nothing changed.
+    let before = proxy.requests().len();
+    pull(&service, &reference).unwrap();
+    let again = proxy.requests()[before..].to_vec();
+    assert!(
+        again
+            .iter()
+            .any(|r| r.starts_with("HEAD ") && r.ends_with("/manifests/1")),
+        "{again:?}"
+    );
+    assert!(!again.iter().any(|r| r.starts_with("GET ")), "{again:?}");
     let amd64 = image.platform("linux/amd64");
     for blob in amd64.layers.iter().chain([&amd64.config]) {
         let gets = proxy

@@ -345,9 +345,35 @@ impl Session {
         accept: Option<&str>,
         range: Option<&str>,
     ) -> Result<reqwest::Response, RegistryError> {
+        self.request(reqwest::Method::GET, url, accept, range).await
+    }
+
+    /// What a tag points at now, by a `HEAD` request (Docker Hub counts
+    /// `GET`s of manifests against its pull limit, not `HEAD`s). `None` when
+    /// the registry does not say (no sha256 `Docker-Content-Digest`): then
+    /// fetch the manifest.
+    pub async fn manifest_digest(&self, reference: &str) -> Result<Option<Digest>, RegistryError> {
+        let url = self.url("manifests", reference);
+        let response = self
+            .request(reqwest::Method::HEAD, &url, Some(MANIFEST_ACCEPT), None)
+            .await?;
+        Ok(response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()))
+    }
+
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        accept: Option<&str>,
+        range: Option<&str>,
+    ) -> Result<reqwest::Response, RegistryError> {
         let mut authenticated = false;
         loop {
-            let mut request = self.http.get(url);
+            let mut request = self.http.request(method.clone(), url);
             if let Some(accept) = accept {
                 request = request.header(ACCEPT, accept);
             }

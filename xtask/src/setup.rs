@@ -41,6 +41,10 @@ const HOST_PACKAGES: &[&str] = &[
     "pkg-config",
     // Root filesystems for runtime tests.
     "busybox-static",
+    // The devserver's tests replay recorded K3s joins with the recording's own
+    // client (curl 7.88.1) and read certificates with openssl.
+    "curl",
+    "openssl",
     // The runtimes armlet's is measured against (`cargo xtask bench runtime`).
     "crun",
     "runc",

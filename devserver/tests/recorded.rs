@@ -1,0 +1,336 @@
+//! The join, replayed from the recordings of a real K3s v1.21.2 server: every
+//! `curl` in `transcript.txt` (the happy path) and `transcript2.txt` (the
+//! error cases) is run again, unchanged but for the port, against a devserver
+//! started with the recorded token password, with Debian's curl 7.88.1 (the
+//! client of the recording). Status, content type and body must match: bodies
+//! byte for byte, except certificates (fresh keys: same PEM block layout, and
+//! the subject checked) and the config document (same fields and types).
+//!
+//! API calls with client certificates in transcript2 (after the join) are for
+//! the Kubernetes API part of the devserver and are skipped here by name.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The recorded server's token password and host.
+const PASSWORD: &str = "d6eea178fe9c2f098967fc2ebfdd36bd";
+const RECORDED_URL: &str = "https://127.0.0.1:6443";
+
+struct Exchange {
+    title: String,
+    args: Vec<String>,
+    status: u16,
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
+
+/// The exchanges of a transcript, in order.
+fn exchanges(text: &str) -> Vec<Exchange> {
+    let mut out: Vec<Exchange> = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("################ ") {
+        rest = &rest[start + 17..];
+        let (title, after) = rest.split_once('\n').unwrap_or((rest, ""));
+        let section_end = after.find("################ ").unwrap_or(after.len());
+        let section = &after[..section_end];
+        let Some(command) = section.lines().find_map(|l| l.strip_prefix("$ curl ")) else {
+            continue;
+        };
+        let Some(status) = section.lines().find_map(|l| {
+            l.strip_prefix("< HTTP/1.1 ")
+                .and_then(|s| s.split(' ').next())
+                .and_then(|s| s.parse().ok())
+        }) else {
+            continue;
+        };
+        let content_type = section
+            .lines()
+            .find_map(|l| l.strip_prefix("< Content-Type: "))
+            .map(str::to_owned);
+        let body = section.find("---- body (out/").map_or(Vec::new(), |b| {
+            let line = &section[b..];
+            let (head, tail) = line.split_once('\n').unwrap();
+            let len: usize = head
+                .rsplit_once(", ")
+                .and_then(|(_, n)| n.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap();
+            // Redacted bodies (`<k3s-host>` for paths) can be shorter than
+            // the count recorded before redaction.
+            tail.as_bytes()[..len.min(tail.len())].to_vec()
+        });
+        out.push(Exchange {
+            title: title.trim().to_owned(),
+            args: curl_args(command),
+            status,
+            content_type,
+            body,
+        });
+        rest = after;
+    }
+    out
+}
+
+/// The transcript prints `-H Name: value` unquoted: a header value runs to
+/// the next flag or URL.
+fn curl_args(command: &str) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    let mut tokens = command.split_whitespace().peekable();
+    while let Some(t) = tokens.next() {
+        args.push(t.to_owned());
+        if t == "-H" {
+            let mut value: Vec<&str> = Vec::new();
+            while let Some(next) = tokens.peek() {
+                if next.starts_with('-') || next.starts_with("https://") {
+                    break;
+                }
+                value.push(tokens.next().unwrap());
+            }
+            args.push(value.join(" "));
+        }
+    }
+    args
+}
+
+struct Devserver {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+}
+
+impl Devserver {
+    fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &["--token", PASSWORD])
+    }
+
+    fn start_with(dir: &Path, extra: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_armlet-devserver"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args([
+                "--https-listen-port",
+                &port.to_string(),
+                "--token",
+                PASSWORD,
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("devserver exited before it was ready")
+                .unwrap();
+            if line.contains("ready on") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            url: format!("https://127.0.0.1:{port}"),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Runs a recorded curl command against this server; (status, content
+    /// type, body).
+    fn curl(&self, args: &[String]) -> (u16, Option<String>, Vec<u8>) {
+        let out_dir = self.dir.join("out");
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let body_file = self.dir.join("body");
+        let output = Command::new("curl")
+            .current_dir(&self.dir)
+            .args(["-s", "-D", "-", "-o"])
+            .arg(&body_file)
+            .args(args.iter().map(|a| a.replace(RECORDED_URL, &self.url)))
+            .output()
+            .unwrap();
+        let headers = String::from_utf8_lossy(&output.stdout).into_owned();
+        let status = headers
+            .lines()
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no response to {args:?}: {headers}"));
+        let content_type = headers.lines().find_map(|l| {
+            let (name, value) = l.split_once(": ")?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_owned())
+        });
+        let body = std::fs::read(&body_file).unwrap_or_default();
+        (status, content_type, body)
+    }
+}
+
+impl Drop for Devserver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pem_types(bytes: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter_map(|l| l.strip_prefix("-----BEGIN "))
+        .map(|l| l.trim_end_matches('-').to_owned())
+        .collect()
+}
+
+fn subject(pem: &[u8]) -> String {
+    let mut child = Command::new("openssl")
+        .args(["x509", "-noout", "-subject"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(pem).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("armlet-devserver-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn the_recorded_join_and_its_errors_replay_identically() {
+    let dir = scratch("replay");
+    let server = Devserver::start(&dir);
+    let mut replayed = 0;
+    for (file, text) in [
+        (
+            "transcript.txt",
+            include_str!("../fixtures/recorded-k3s-v1.21/transcript.txt"),
+        ),
+        (
+            "transcript2.txt",
+            include_str!("../fixtures/recorded-k3s-v1.21/transcript2.txt"),
+        ),
+    ] {
+        for exchange in exchanges(text) {
+            let what = format!("{file}: {}", exchange.title);
+            // The Kubernetes API with client certificates: not the join.
+            if exchange.args.iter().any(|a| a == "--cert") {
+                continue;
+            }
+            let (status, content_type, body) = server.curl(&exchange.args);
+            assert_eq!(status, exchange.status, "{what}");
+            assert_eq!(content_type, exchange.content_type, "{what}");
+            if exchange.title.starts_with("GET /cacerts") {
+                // What the rest of the replay pins its TLS on, as the agent does.
+                std::fs::write(dir.join("out/cacerts.pem"), &body).unwrap();
+            }
+            let recorded_pem = pem_types(&exchange.body);
+            if !recorded_pem.is_empty() {
+                assert_eq!(pem_types(&body), recorded_pem, "{what}");
+                // The leaf's subject, where the recording has a node cert.
+                if exchange.title.contains("kubelet.crt") && status == 200 {
+                    let s = subject(&body);
+                    if exchange.title.contains("client-kubelet") {
+                        assert!(
+                            s.contains("system:nodes") && s.contains("system:node:rust-edge-1"),
+                            "{what}: {s}"
+                        );
+                    } else {
+                        assert!(s.contains("CN = rust-edge-1"), "{what}: {s}");
+                    }
+                }
+            } else if exchange.body.starts_with(b"{\"AdvertisePort\"") {
+                let ours: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let theirs: serde_json::Value = serde_json::from_slice(&exchange.body).unwrap();
+                for (key, value) in ours.as_object().unwrap() {
+                    let recorded = &theirs[key];
+                    assert_eq!(
+                        std::mem::discriminant(value),
+                        std::mem::discriminant(recorded),
+                        "{what}: {key}"
+                    );
+                }
+            } else {
+                assert_eq!(
+                    String::from_utf8_lossy(&body),
+                    String::from_utf8_lossy(&exchange.body),
+                    "{what}"
+                );
+            }
+            replayed += 1;
+        }
+    }
+    // 9 join calls, 14 error cases, the node-password secret is not a call.
+    assert!(replayed >= 22, "only {replayed} exchanges replayed");
+    let token = std::fs::read_to_string(dir.join("data/server/token")).unwrap();
+    let cacerts = std::fs::read(dir.join("out/cacerts.pem")).unwrap();
+    let hash = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&cacerts))
+    };
+    assert_eq!(token.trim(), format!("K10{hash}::server:{PASSWORD}"));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_restart_keeps_the_cas_the_token_and_the_node_claims() {
+    let dir = scratch("restart");
+    let read = |name: &str| std::fs::read_to_string(dir.join("data").join(name)).unwrap();
+    let first = Devserver::start_with(&dir, &[]);
+    let (status, _, cacerts) = first.curl(&["-k".into(), format!("{}/cacerts", first.url)]);
+    assert_eq!(status, 200);
+    let token = read("server/token");
+    assert_eq!(read("token"), token);
+    let password = token.trim().rsplit_once(':').unwrap().1.to_owned();
+    let claim = |server: &Devserver, node_password: &str| {
+        std::fs::write(dir.join("ca.pem"), &cacerts).unwrap();
+        server
+            .curl(&[
+                "--cacert".into(),
+                dir.join("ca.pem").display().to_string(),
+                "-u".into(),
+                format!("node:{password}"),
+                "-H".into(),
+                "k3s-Node-Name: board-1".into(),
+                "-H".into(),
+                format!("k3s-Node-Password: {node_password}"),
+                format!("{}/v1-k3s/client-kubelet.crt", server.url),
+            ])
+            .0
+    };
+    assert_eq!(claim(&first, "first-password"), 200);
+    drop(first);
+    // Keys are private.
+    use std::os::unix::fs::PermissionsExt as _;
+    for key in [
+        "server/tls/server-ca.key",
+        "server/tls/client-ca.key",
+        "server/token",
+    ] {
+        let mode = std::fs::metadata(dir.join("data").join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{key} is {mode:o}");
+    }
+
+    let second = Devserver::start_with(&dir, &[]);
+    let (_, _, again) = second.curl(&["-k".into(), format!("{}/cacerts", second.url)]);
+    assert_eq!(again, cacerts, "the CA changed across a restart");
+    assert_eq!(read("server/token"), token);
+    // The node name stays claimed by its password.
+    assert_eq!(claim(&second, "another-password"), 403);
+    assert_eq!(claim(&second, "first-password"), 200);
+    drop(second);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -134,7 +134,9 @@ async fn respond(
         cert_caller: caller.clone(),
         body: &body,
     };
-    if let Some(reply) = supervisor.handle(&call) {
+    // Node-password checks hash with scrypt (tens of milliseconds): let the
+    // runtime move other connections off this worker meanwhile.
+    if let Some(reply) = tokio::task::block_in_place(|| supervisor.handle(&call)) {
         return reply;
     }
     // The Kubernetes API comes next in this issue; until then an

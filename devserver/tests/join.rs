@@ -113,12 +113,8 @@ impl Devserver {
         let mut child = Command::new(env!("CARGO_BIN_EXE_armlet-devserver"))
             .arg("--data-dir")
             .arg(dir.join("data"))
-            .args([
-                "--https-listen-port",
-                &port.to_string(),
-                "--token",
-                PASSWORD,
-            ])
+            .args(["--https-listen-port", &port.to_string()])
+            .args(extra)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -153,13 +149,17 @@ impl Devserver {
             .args(args.iter().map(|a| a.replace(RECORDED_URL, &self.url)))
             .output()
             .unwrap();
-        let headers = String::from_utf8_lossy(&output.stdout).into_owned();
+        let all = String::from_utf8_lossy(&output.stdout).into_owned();
+        // After an interim `100 Continue`, the final response's headers.
+        let headers = all
+            .rsplit_once("HTTP/1.1 ")
+            .map_or(String::new(), |(_, h)| format!("HTTP/1.1 {h}"));
         let status = headers
             .lines()
             .next()
             .and_then(|l| l.split(' ').nth(1))
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no response to {args:?}: {headers}"));
+            .unwrap_or_else(|| panic!("no response to {args:?}: {all}"));
         let content_type = headers.lines().find_map(|l| {
             let (name, value) = l.split_once(": ")?;
             name.eq_ignore_ascii_case("content-type")
@@ -332,5 +332,96 @@ fn a_restart_keeps_the_cas_the_token_and_the_node_claims() {
     assert_eq!(claim(&second, "another-password"), 403);
     assert_eq!(claim(&second, "first-password"), 200);
     drop(second);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_input_gets_an_error_and_the_server_carries_on() {
+    let dir = scratch("bad-input");
+    let server = Devserver::start(&dir);
+    let url = |path: &str| format!("{}{path}", server.url);
+    let alive = || {
+        let (status, _, body) = server.curl(&["-k".into(), url("/ping")]);
+        assert_eq!((status, body.as_slice()), (200, &b"pong"[..]));
+    };
+
+    // A client certificate from a CA the server does not know: the handshake
+    // fails, the server goes on.
+    let openssl = Command::new("openssl")
+        .current_dir(&dir)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "evil.key",
+            "-out",
+            "evil.crt",
+            "-subj",
+            "/CN=system:admin/O=system:masters",
+            "-days",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(openssl.status.success());
+    let refused = Command::new("curl")
+        .current_dir(&dir)
+        .args(["-sk", "--cert", "evil.crt", "--key", "evil.key"])
+        .arg(url("/api/v1/nodes"))
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "a foreign client certificate was accepted"
+    );
+    alive();
+
+    // Plain HTTP on the TLS port.
+    let plain = Command::new("curl")
+        .args(["-s", "--max-time", "5"])
+        .arg(url("/ping").replace("https://", "http://"))
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+    alive();
+
+    // Credentials that are not base64, a body larger than the API takes.
+    let (status, _, _) = server.curl(&[
+        "-k".into(),
+        "-H".into(),
+        "Authorization: Basic !!!".into(),
+        url("/v1-k3s/config"),
+    ]);
+    assert_eq!(status, 401);
+    std::fs::write(dir.join("big"), vec![b'x'; 4 << 20]).unwrap();
+    let (status, content_type, body) = server.curl(&[
+        "-k".into(),
+        "-u".into(),
+        format!("node:{PASSWORD}"),
+        "--data-binary".into(),
+        "@big".into(),
+        url("/v1-k3s/client-kube-proxy.crt"),
+    ]);
+    assert_eq!(status, 413);
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    assert!(String::from_utf8_lossy(&body).contains("\"code\":413"));
+    // A CSR that is not one is the caller's error.
+    std::fs::write(dir.join("notcsr"), b"hello").unwrap();
+    let (status, _, body) = server.curl(&[
+        "-k".into(),
+        "-u".into(),
+        format!("node:{PASSWORD}"),
+        "--data-binary".into(),
+        "@notcsr".into(),
+        url("/v1-k3s/client-kube-proxy.crt"),
+    ]);
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    alive();
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

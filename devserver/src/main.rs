@@ -7,15 +7,14 @@
 //! reloads) its CAs and token under `--data-dir`, writes the admin kubeconfig,
 //! and serves the supervisor API and the Kubernetes API on one HTTPS port.
 
+mod api;
 mod config;
 mod http;
 mod nodepassword;
 mod pki;
-mod server;
-// The Kubernetes API's store and selectors, tested here; the API handlers that
-// use them are the next step of the devserver issue.
-#[cfg_attr(not(test), allow(dead_code))]
 mod selector;
+mod server;
+// Watches (history, events) are tested here and served next.
 #[cfg_attr(not(test), allow(dead_code))]
 mod store;
 mod supervisor;
@@ -194,7 +193,7 @@ async fn run(settings: Settings, token_flag: Option<String>) -> Result<()> {
         settings.kubeconfig.display()
     );
     tokio::select! {
-        result = server::serve(listener, Arc::new(tls), supervisor) => result.context("serving")?,
+        result = server::serve(listener, Arc::new(tls), supervisor, Arc::new(api::Api::new())) => result.context("serving")?,
         _ = shutdown() => eprintln!("armlet-devserver: stopping"),
     }
     Ok(())

@@ -12,6 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpListener;
 
+use crate::api::{Api, ApiRequest};
 use crate::http::{self, Reply};
 use crate::supervisor::{Call, Caller, Supervisor};
 
@@ -76,12 +77,14 @@ pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     supervisor: Arc<Supervisor>,
+    api: Arc<Api>,
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let (tcp, _peer) = listener.accept().await?;
         let acceptor = acceptor.clone();
         let supervisor = Arc::clone(&supervisor);
+        let api = Arc::clone(&api);
         tokio::spawn(async move {
             // A client that fails the handshake (wrong CA, not TLS) is simply
             // dropped, as Go's server does; the server carries on.
@@ -96,9 +99,12 @@ pub async fn serve(
                 .and_then(|leaf| cert_caller(leaf));
             let service = hyper::service::service_fn(move |request| {
                 let supervisor = Arc::clone(&supervisor);
+                let api = Arc::clone(&api);
                 let caller = caller.clone();
                 async move {
-                    Ok::<_, std::convert::Infallible>(respond(&supervisor, caller, request).await)
+                    Ok::<_, std::convert::Infallible>(
+                        respond(&supervisor, &api, caller, request).await,
+                    )
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -112,6 +118,7 @@ pub async fn serve(
 /// One request: the supervisor's if it is one, else the Kubernetes API's.
 async fn respond(
     supervisor: &Supervisor,
+    api: &Api,
     caller: Option<Caller>,
     request: Request<Incoming>,
 ) -> Reply {
@@ -139,9 +146,6 @@ async fn respond(
     if let Some(reply) = tokio::task::block_in_place(|| supervisor.handle(&call)) {
         return reply;
     }
-    // The Kubernetes API comes next in this issue; until then an
-    // authenticated caller learns the path is unknown, others that they are
-    // not authenticated (the API server allows no anonymous requests in K3s).
     let pretty = http::wants_pretty(
         parts
             .headers
@@ -149,18 +153,17 @@ async fn respond(
             .and_then(|v| v.to_str().ok()),
         parts.uri.query(),
     );
-    match caller {
-        Some(_) => http::status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "the server could not find the requested resource",
-            pretty,
-        ),
-        None => http::status(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "Unauthorized",
-            pretty,
-        ),
-    }
+    let content_type = parts
+        .headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    api.handle(&ApiRequest {
+        method: &parts.method,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        content_type,
+        caller: caller.as_ref(),
+        body: &body,
+        pretty,
+    })
 }

@@ -425,3 +425,188 @@ fn bad_input_gets_an_error_and_the_server_carries_on() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The admin client certificate and key from the written kubeconfig, as files.
+fn admin_credentials(dir: &Path) -> (PathBuf, PathBuf) {
+    use base64::Engine as _;
+    let kubeconfig = std::fs::read_to_string(dir.join("data/kubeconfig.yaml")).unwrap();
+    let field = |name: &str| {
+        let line = kubeconfig
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("{name} missing from the kubeconfig"));
+        base64::engine::general_purpose::STANDARD
+            .decode(line)
+            .unwrap()
+    };
+    let (cert, key) = (dir.join("admin.crt"), dir.join("admin.key"));
+    std::fs::write(&cert, field("client-certificate-data")).unwrap();
+    std::fs::write(&key, field("client-key-data")).unwrap();
+    std::fs::write(dir.join("ca.crt"), field("certificate-authority-data")).unwrap();
+    (cert, key)
+}
+
+#[test]
+fn the_api_serves_objects_to_certificate_holders_only() {
+    let dir = scratch("api");
+    let server = Devserver::start(&dir);
+    let (cert, key) = admin_credentials(&dir);
+    let api = |extra: &[&str]| -> (u16, serde_json::Value) {
+        let mut args: Vec<String> = vec![
+            "--cacert".into(),
+            dir.join("ca.crt").display().to_string(),
+            "--cert".into(),
+            cert.display().to_string(),
+            "--key".into(),
+            key.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.replace("URL", &server.url)));
+        let (status, content_type, body) = server.curl(&args);
+        assert_eq!(
+            content_type.as_deref(),
+            Some("application/json"),
+            "{extra:?}"
+        );
+        (status, serde_json::from_slice(&body).unwrap())
+    };
+
+    // Discovery, and the namespaces K3s starts with.
+    let (status, v1) = api(&["URL/api/v1"]);
+    assert_eq!(status, 200);
+    assert!(
+        v1["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "pods")
+    );
+    let (_, groups) = api(&["URL/apis"]);
+    assert!(groups.to_string().contains("coordination.k8s.io/v1"));
+    let (_, namespaces) = api(&["URL/api/v1/namespaces"]);
+    let names: Vec<&str> = namespaces["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["default", "kube-node-lease", "kube-public", "kube-system"]
+    );
+
+    // A pod's life: create, select, patch (spec and status), conflict, delete.
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","labels":{"app":"web"}},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#;
+    let post = [
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        pod,
+    ];
+    let (status, created) = api(&[&post[..], &["URL/api/v1/namespaces/default/pods"]].concat());
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["metadata"]["namespace"], "default");
+    assert_eq!(created["metadata"]["uid"].as_str().unwrap().len(), 36);
+    let (status, again) = api(&[&post[..], &["URL/api/v1/namespaces/default/pods"]].concat());
+    assert_eq!(
+        (status, again["reason"].as_str()),
+        (409, Some("AlreadyExists"))
+    );
+    let on_node = "URL/api/v1/pods?fieldSelector=spec.nodeName%3Dn1";
+    assert_eq!(api(&[on_node]).1["items"].as_array().unwrap().len(), 0);
+    let merge = [
+        "-X",
+        "PATCH",
+        "-H",
+        "Content-Type: application/merge-patch+json",
+        "--data",
+    ];
+    let (status, _) = api(&[
+        &merge[..],
+        &[
+            r#"{"spec":{"nodeName":"n1"}}"#,
+            "URL/api/v1/namespaces/default/pods/web",
+        ],
+    ]
+    .concat());
+    assert_eq!(status, 200);
+    let (_, listed) = api(&[on_node]);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["kind"], "PodList");
+    let (_, labelled) =
+        api(&["URL/api/v1/namespaces/default/pods?labelSelector=app%20in%20(web,api)"]);
+    assert_eq!(labelled["items"].as_array().unwrap().len(), 1);
+    let (status, patched) = api(&[
+        &merge[..],
+        &[
+            r#"{"status":{"phase":"Running"},"spec":{"nodeName":"ignored"}}"#,
+            "URL/api/v1/namespaces/default/pods/web/status",
+        ],
+    ]
+    .concat());
+    assert_eq!(status, 200);
+    assert_eq!(patched["status"]["phase"], "Running");
+    assert_eq!(
+        patched["spec"]["nodeName"], "n1",
+        "status patches change only the status"
+    );
+    let mut stale = created.clone();
+    stale["spec"]["nodeName"] = serde_json::json!("n2");
+    let stale = stale.to_string();
+    let put = [
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        &stale,
+    ];
+    let (status, conflict) = api(&[&put[..], &["URL/api/v1/namespaces/default/pods/web"]].concat());
+    assert_eq!(
+        (status, conflict["reason"].as_str()),
+        (409, Some("Conflict"))
+    );
+    let (status, _) = api(&["-X", "DELETE", "URL/api/v1/namespaces/default/pods/web"]);
+    assert_eq!(status, 200);
+    let (status, gone) = api(&["URL/api/v1/namespaces/default/pods/web"]);
+    assert_eq!(
+        (status, gone["message"].as_str()),
+        (404, Some("pods \"web\" not found"))
+    );
+
+    // Bad requests.
+    let (status, _) = api(&[
+        &post[..5],
+        &["{not json", "URL/api/v1/namespaces/default/pods"],
+    ]
+    .concat());
+    assert_eq!(status, 400);
+    let (status, _) = api(&[&post[..], &["URL/api/v1/namespaces/nowhere/pods"]].concat());
+    assert_eq!(status, 404);
+    let (status, _) = api(&["URL/api/v1/pods?fieldSelector=spec.unknown%3Dx"]);
+    assert_eq!(status, 400);
+    let json_patch = [
+        "-X",
+        "PATCH",
+        "-H",
+        "Content-Type: application/json-patch+json",
+        "--data",
+        "[]",
+    ];
+    let (status, _) = api(&[&json_patch[..], &["URL/api/v1/namespaces/default"]].concat());
+    assert_eq!(status, 415);
+
+    // No client certificate: 401, as K3s's API server allows no anonymous requests.
+    let (status, content_type, _) = server.curl(&[
+        "--cacert".into(),
+        dir.join("ca.crt").display().to_string(),
+        format!("{}/api/v1/nodes", server.url),
+    ]);
+    assert_eq!(
+        (status, content_type.as_deref()),
+        (401, Some("application/json"))
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -134,6 +134,23 @@ pub const RESOURCES: &[Resource] = &[
     },
 ];
 
+/// Seconds between watch bookmarks (the API server sends them about once a
+/// minute; sooner keeps a client's resume point fresh in tests too).
+const BOOKMARK_SECONDS: u64 = 10;
+
+/// One watch event, newline-terminated.
+fn watch_line(kind: &str, object: &Value) -> Bytes {
+    let mut b = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+    b.push(b'\n');
+    Bytes::from(b)
+}
+
+/// The `Status` a watch's `ERROR` event carries when it cannot go on.
+fn expired(message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": "Expired", "code": 410})
+}
+
 /// The namespaces a K3s server starts with.
 pub const INITIAL_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -417,15 +434,10 @@ impl Api {
                         );
                     }
                 };
-                if query_param(query, "watch").is_some_and(|w| w == "true" || w == "1") {
-                    return http::status(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        "MethodNotAllowed",
-                        "watch is not served yet",
-                        pretty,
-                    );
-                }
                 let ns = (!namespace.is_empty()).then_some(namespace);
+                if query_param(query, "watch").is_some_and(|w| w == "true" || w == "1") {
+                    return self.watch(resource, ns, labels, fields, query);
+                }
                 let (items, version) = self
                     .store
                     .list(&key, ns, |o| labels.matches(o) && fields.matches(o));
@@ -552,6 +564,117 @@ impl Api {
         }
     }
 
+    /// A watch: newline-delimited JSON events, streamed. Without a
+    /// `resourceVersion` (or with "0") it starts with an `ADDED` event per
+    /// current object, as the API server does; from a version too old for
+    /// the history it sends one `ERROR` event with a 410 `Status` and ends.
+    /// `timeoutSeconds` ends it; `allowWatchBookmarks` adds `BOOKMARK`s.
+    fn watch(
+        &self,
+        resource: &'static Resource,
+        namespace: Option<&str>,
+        labels: LabelSelector,
+        fields: FieldSelector,
+        query: Option<&str>,
+    ) -> Reply {
+        let key = resource.key();
+        let namespace = namespace.map(str::to_owned);
+        let in_scope = move |o: &Value| {
+            namespace.as_deref().is_none_or(|ns| {
+                o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns)
+            }) && labels.matches(o)
+                && fields.matches(o)
+        };
+        let since = query_param(query, "resourceVersion").unwrap_or_default();
+        let mut first: Vec<Value> = Vec::new();
+        let subscribed = match since.as_str() {
+            "" | "0" => {
+                let (items, version) = self.store.list(&key, None, &in_scope);
+                first.extend(
+                    items
+                        .into_iter()
+                        .map(|o| json!({"type": "ADDED", "object": o})),
+                );
+                self.store.watch(&key, version)
+            }
+            v => match v.parse::<u64>() {
+                Ok(n) => self.store.watch(&key, n),
+                Err(_) => Err(StoreError::Invalid(format!(
+                    "invalid resourceVersion {v:?}"
+                ))),
+            },
+        };
+        let timeout = query_param(query, "timeoutSeconds")
+            .and_then(|t| t.parse::<u64>().ok())
+            .unwrap_or(1800)
+            .min(3600);
+        let bookmarks = query_param(query, "allowWatchBookmarks").is_some_and(|b| b == "true");
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+        let (backlog, mut events) = match subscribed {
+            Ok(found) => found,
+            Err(e) => {
+                let _ = tx.try_send(watch_line("ERROR", &expired(&e.to_string())));
+                return http::stream("application/json", rx);
+            }
+        };
+        let bookmark_kind = resource.kind;
+        let api_version = resource.api_version();
+        tokio::spawn(async move {
+            for item in first {
+                let line = watch_line("ADDED", &item["object"]);
+                if tx.send(line).await.is_err() {
+                    return;
+                }
+            }
+            let mut last = 0;
+            for event in backlog.into_iter().filter(|e| in_scope(&e.object)) {
+                last = event.version;
+                if tx
+                    .send(watch_line(event.kind.as_str(), &event.object))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let deadline = tokio::time::sleep(std::time::Duration::from_secs(timeout));
+            tokio::pin!(deadline);
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(BOOKMARK_SECONDS));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => return,
+                    _ = tick.tick(), if bookmarks => {
+                        let mark = json!({"kind": bookmark_kind, "apiVersion": api_version,
+                            "metadata": {"resourceVersion": last.to_string()}});
+                        if tx.send(watch_line("BOOKMARK", &mark)).await.is_err() {
+                            return;
+                        }
+                    }
+                    received = events.recv() => match received {
+                        Ok(event) => {
+                            // Backlog and stream may overlap by a change.
+                            if event.resource != key || event.version <= last || !in_scope(&event.object) {
+                                continue;
+                            }
+                            last = event.version;
+                            if tx.send(watch_line(event.kind.as_str(), &event.object)).await.is_err() {
+                                return;
+                            }
+                        }
+                        // Too slow a reader: what it missed cannot be told.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            let _ = tx.send(watch_line("ERROR", &expired("watch fell behind"))).await;
+                            return;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                }
+            }
+        });
+        http::stream("application/json", rx)
+    }
+
     /// Discovery documents and `/version`.
     fn discovery(&self, path: &str) -> Option<Reply> {
         let resources_of = |group: &str, version: &str| -> Vec<Value> {
@@ -561,7 +684,7 @@ impl Api {
                 .filter(|r| r.group == group && r.version == version)
             {
                 list.push(json!({"name": r.plural, "singularName": r.kind.to_lowercase(), "namespaced": r.namespaced,
-                    "kind": r.kind, "verbs": ["create", "delete", "get", "list", "patch", "update"],
+                    "kind": r.kind, "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
                     "shortNames": r.short}));
                 list.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced,
                     "kind": r.kind, "verbs": ["get", "patch", "update"]}));

@@ -2,24 +2,57 @@
 //! empty-bodied auth failures, `text/plain` errors, and `Status` objects
 //! (pretty-printed for curl and wget, as the API server does).
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Body, Frame};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
+use tokio::sync::mpsc;
 
-/// A response with its whole body.
-pub type Reply = Response<Full<Bytes>>;
+/// A response: a whole body, or a stream (watches).
+pub type Reply = Response<BoxBody<Bytes, Infallible>>;
 
 /// A status with no body (the supervisor's 401 and 403).
 pub fn empty(status: StatusCode) -> Reply {
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(Full::new(Bytes::new()).boxed());
     *r.status_mut() = status;
+    r
+}
+
+/// A body fed through a channel, sent chunked as it comes; it ends when the
+/// sender is dropped.
+pub struct ChannelBody(pub mpsc::Receiver<Bytes>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// A streamed 200 response with a content type.
+pub fn stream(content_type: &'static str, chunks: mpsc::Receiver<Bytes>) -> Reply {
+    let mut r = Response::new(ChannelBody(chunks).boxed());
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
 /// A body with a content type.
 pub fn body(status: StatusCode, content_type: &'static str, bytes: impl Into<Bytes>) -> Reply {
-    let mut r = Response::new(Full::new(bytes.into()));
+    let mut r = Response::new(Full::new(bytes.into()).boxed());
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -14,8 +14,6 @@ mod nodepassword;
 mod pki;
 mod selector;
 mod server;
-// Watches (history, events) are tested here and served next.
-#[cfg_attr(not(test), allow(dead_code))]
 mod store;
 mod supervisor;
 mod token;

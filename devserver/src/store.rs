@@ -210,6 +210,7 @@ impl Store {
     }
 
     /// The current version (a list's `resourceVersion`).
+    #[cfg(test)]
     pub fn version(&self) -> u64 {
         self.lock().version
     }

@@ -610,3 +610,114 @@ fn the_api_serves_objects_to_certificate_holders_only() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn watches_stream_changes_from_a_version_and_end_at_their_timeout() {
+    let dir = scratch("watch");
+    let server = Devserver::start(&dir);
+    let (cert, key) = admin_credentials(&dir);
+    let base_args = |url: String| -> Vec<String> {
+        vec![
+            "-s".into(),
+            "-N".into(),
+            "--cacert".into(),
+            dir.join("ca.crt").display().to_string(),
+            "--cert".into(),
+            cert.display().to_string(),
+            "--key".into(),
+            key.display().to_string(),
+            url,
+        ]
+    };
+    let call = |extra: &[&str], path: &str| -> serde_json::Value {
+        let mut args = base_args(format!("{}{path}", server.url));
+        args.splice(0..0, extra.iter().map(|s| s.to_string()));
+        let out = Command::new("curl").args(&args).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let create = |ns: &str, name: &str| {
+        let body = format!(r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}}}}"#);
+        call(
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                &body,
+            ],
+            &format!("/api/v1/namespaces/{ns}/pods"),
+        )
+    };
+    let before = create("default", "before");
+    let version = before["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Two watches: one from now (initial ADDED for what exists), one from the
+    // version after `before` (only later changes).
+    let watch = |query: String| {
+        Command::new("curl")
+            .args(base_args(format!(
+                "{}/api/v1/namespaces/default/pods?watch=true&timeoutSeconds=3{query}",
+                server.url
+            )))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let fresh = watch(String::new());
+    let resumed = watch(format!("&resourceVersion={version}"));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    create("default", "w1");
+    create("kube-system", "elsewhere");
+    call(
+        &[
+            "-X",
+            "PATCH",
+            "-H",
+            "Content-Type: application/merge-patch+json",
+            "--data",
+            r#"{"metadata":{"labels":{"x":"y"}}}"#,
+        ],
+        "/api/v1/namespaces/default/pods/w1",
+    );
+    call(&["-X", "DELETE"], "/api/v1/namespaces/default/pods/w1");
+    let events = |child: Child| -> Vec<(String, String)> {
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let e: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    e["type"].as_str().unwrap().to_owned(),
+                    e["object"]["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned(),
+                )
+            })
+            .collect()
+    };
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        events(fresh),
+        pairs(&[
+            ("ADDED", "before"),
+            ("ADDED", "w1"),
+            ("MODIFIED", "w1"),
+            ("DELETED", "w1")
+        ])
+    );
+    assert_eq!(
+        events(resumed),
+        pairs(&[("ADDED", "w1"), ("MODIFIED", "w1"), ("DELETED", "w1")])
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -290,21 +290,44 @@ pub struct Api {
     store: Store,
 }
 
-fn store_error(e: &StoreError, pretty: bool) -> Reply {
-    let (code, reason) = match e {
-        StoreError::NotFound { .. } => (StatusCode::NOT_FOUND, "NotFound"),
-        StoreError::AlreadyExists { .. } => (StatusCode::CONFLICT, "AlreadyExists"),
-        StoreError::Conflict { .. } => (StatusCode::CONFLICT, "Conflict"),
-        StoreError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
-        StoreError::Gone { .. } => (StatusCode::GONE, "Expired"),
+fn store_error(e: &StoreError, resource: &Resource, pretty: bool) -> Reply {
+    let (code, reason, name) = match e {
+        StoreError::NotFound { name, .. } => (StatusCode::NOT_FOUND, "NotFound", Some(name)),
+        StoreError::AlreadyExists { name, .. } => {
+            (StatusCode::CONFLICT, "AlreadyExists", Some(name))
+        }
+        StoreError::Conflict { name, .. } => (StatusCode::CONFLICT, "Conflict", Some(name)),
+        StoreError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid", None),
+        StoreError::Gone { .. } => (StatusCode::GONE, "Expired", None),
     };
-    http::status(code, reason, &e.to_string(), pretty)
+    let details = name.map(|name| http::Details {
+        name,
+        group: resource.group,
+        kind: resource.plural,
+    });
+    http::status_about(code, reason, &e.to_string(), details, pretty)
+}
+
+/// The node a kubelet certificate speaks for (`system:node:<name>` in group
+/// `system:nodes`).
+fn node_of(caller: &Caller) -> Option<&str> {
+    match caller {
+        Caller::User { name, groups } if groups.iter().any(|g| g == "system:nodes") => {
+            name.strip_prefix("system:node:")
+        }
+        _ => None,
+    }
 }
 
 fn json_reply(code: StatusCode, value: &Value) -> Reply {
     let mut bytes = serde_json::to_vec(value).unwrap_or_default();
     bytes.push(b'\n');
-    http::body(code, "application/json", Bytes::from(bytes))
+    let mut r = http::body(code, "application/json", Bytes::from(bytes));
+    r.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-cache, private"),
+    );
+    r
 }
 
 impl Api {
@@ -405,6 +428,37 @@ impl Api {
             }
             object
         };
+        // NodeRestriction: a kubelet writes only its own Node.
+        if let Some(node) = caller.and_then(node_of) {
+            let writes = matches!(
+                *method,
+                Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+            );
+            if writes && resource.group.is_empty() && resource.plural == "nodes" {
+                let named = target.name.map(str::to_owned).or_else(|| {
+                    serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+                        v.pointer("/metadata/name")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    })
+                });
+                if let Some(other) = named.filter(|n| n != node) {
+                    return http::status_about(
+                        StatusCode::FORBIDDEN,
+                        "Forbidden",
+                        &format!(
+                            "nodes \"{other}\" is forbidden: node \"{node}\" is not allowed to modify node \"{other}\""
+                        ),
+                        Some(http::Details {
+                            name: &other,
+                            group: "",
+                            kind: "nodes",
+                        }),
+                        pretty,
+                    );
+                }
+            }
+        }
         match (method, target.name, target.subresource) {
             (&Method::GET, None, None) => {
                 let labels = match LabelSelector::parse(
@@ -450,7 +504,7 @@ impl Api {
             (&Method::GET, Some(name), None | Some("status")) => {
                 match self.store.get(&key, namespace, name) {
                     Ok(o) => json_reply(StatusCode::OK, &o),
-                    Err(e) => store_error(&e, pretty),
+                    Err(e) => store_error(&e, resource, pretty),
                 }
             }
             (&Method::POST, None, None) => {
@@ -460,7 +514,7 @@ impl Api {
                 };
                 match self.store.create(&key, namespace, object) {
                     Ok(o) => json_reply(StatusCode::CREATED, &o),
-                    Err(e) => store_error(&e, pretty),
+                    Err(e) => store_error(&e, resource, pretty),
                 }
             }
             (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
@@ -487,12 +541,12 @@ impl Api {
                             }
                             object = current;
                         }
-                        Err(e) => return store_error(&e, pretty),
+                        Err(e) => return store_error(&e, resource, pretty),
                     }
                 }
                 match self.store.update(&key, namespace, object) {
                     Ok(o) => json_reply(StatusCode::OK, &o),
-                    Err(e) => store_error(&e, pretty),
+                    Err(e) => store_error(&e, resource, pretty),
                 }
             }
             (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
@@ -521,7 +575,7 @@ impl Api {
                 };
                 let mut current = match self.store.get(&key, namespace, name) {
                     Ok(o) => o,
-                    Err(e) => return store_error(&e, pretty),
+                    Err(e) => return store_error(&e, resource, pretty),
                 };
                 let patch = if sub == Some("status") {
                     json!({"status": patch.get("status").cloned().unwrap_or(Value::Null)})
@@ -538,7 +592,7 @@ impl Api {
                 }
                 match self.store.update(&key, namespace, current) {
                     Ok(o) => json_reply(StatusCode::OK, &o),
-                    Err(e) => store_error(&e, pretty),
+                    Err(e) => store_error(&e, resource, pretty),
                 }
             }
             (&Method::DELETE, Some(name), None) => {
@@ -552,7 +606,7 @@ impl Api {
                     .and_then(|v| v.parse().ok());
                 match self.store.delete(&key, namespace, name, uid, version) {
                     Ok(o) => json_reply(StatusCode::OK, &o),
-                    Err(e) => store_error(&e, pretty),
+                    Err(e) => store_error(&e, resource, pretty),
                 }
             }
             _ => http::status(

@@ -79,19 +79,60 @@ pub fn wants_pretty(user_agent: Option<&str>, query: Option<&str>) -> bool {
     by_agent || by_query
 }
 
+/// What a failure is about (`Status.details`).
+#[derive(Debug, Clone, Copy)]
+pub struct Details<'a> {
+    /// The object's name.
+    pub name: &'a str,
+    /// Its API group ("" for core, then left out).
+    pub group: &'a str,
+    /// Its resource (plural), which the API server calls `kind` here.
+    pub kind: &'a str,
+}
+
 /// A `metav1.Status` failure, byte for byte as the API server writes it
 /// (`metadata` is an empty object, which Go's indenter writes over two lines).
 pub fn status(code: StatusCode, reason: &str, message: &str, pretty: bool) -> Reply {
-    let message = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".into());
-    let reason = serde_json::to_string(reason).unwrap_or_else(|_| "\"\"".into());
+    status_about(code, reason, message, None, pretty)
+}
+
+/// [`status`] with `details` naming the object.
+pub fn status_about(
+    code: StatusCode,
+    reason: &str,
+    message: &str,
+    details: Option<Details<'_>>,
+    pretty: bool,
+) -> Reply {
+    let quote = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    let (message, reason) = (quote(message), quote(reason));
     let code_number = code.as_u16();
+    let details = details.map(|d| {
+        let mut fields = vec![("name", quote(d.name))];
+        if !d.group.is_empty() {
+            fields.push(("group", quote(d.group)));
+        }
+        fields.push(("kind", quote(d.kind)));
+        fields
+    });
     let text = if pretty {
+        let details = details.map_or(String::new(), |fields| {
+            let inner: Vec<String> = fields
+                .iter()
+                .map(|(k, v)| format!("    \"{k}\": {v}"))
+                .collect();
+            format!("  \"details\": {{\n{}\n  }},\n", inner.join(",\n"))
+        });
         format!(
-            "{{\n  \"kind\": \"Status\",\n  \"apiVersion\": \"v1\",\n  \"metadata\": {{\n    \n  }},\n  \"status\": \"Failure\",\n  \"message\": {message},\n  \"reason\": {reason},\n  \"code\": {code_number}\n}}"
+            "{{\n  \"kind\": \"Status\",\n  \"apiVersion\": \"v1\",\n  \"metadata\": {{\n    \n  }},\n  \"status\": \"Failure\",\n  \"message\": {message},\n  \"reason\": {reason},\n{details}  \"code\": {code_number}\n}}"
         )
     } else {
+        let details = details.map_or(String::new(), |fields| {
+            let inner: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            format!("\"details\":{{{}}},", inner.join(","))
+        });
         format!(
-            "{{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{{}},\"status\":\"Failure\",\"message\":{message},\"reason\":{reason},\"code\":{code_number}}}\n"
+            "{{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{{}},\"status\":\"Failure\",\"message\":{message},\"reason\":{reason},{details}\"code\":{code_number}}}\n"
         )
     };
     let mut r = body(code, "application/json", text);
@@ -143,6 +184,46 @@ mod tests {
             .unwrap();
         let collected = rt.block_on(r.into_body().collect()).unwrap().to_bytes();
         String::from_utf8(collected.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn statuses_with_details_are_the_recorded_ones() {
+        let transcript = include_str!("../fixtures/recorded-k3s-v1.21/transcript2.txt");
+        let nodes = |name| Details {
+            name,
+            group: "",
+            kind: "nodes",
+        };
+        let not_found = status_about(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "nodes \"rust-edge-1\" not found",
+            Some(nodes("rust-edge-1")),
+            true,
+        );
+        assert_eq!(futures_bytes(not_found), recorded_body(transcript, "a0"));
+        let forbidden = status_about(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "nodes \"someone-else\" is forbidden: node \"rust-edge-1\" is not allowed to modify node \"someone-else\"",
+            Some(nodes("someone-else")),
+            true,
+        );
+        assert_eq!(futures_bytes(forbidden), recorded_body(transcript, "a6"));
+        let compact = futures_bytes(status_about(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            "x",
+            Some(Details {
+                name: "n",
+                group: "coordination.k8s.io",
+                kind: "leases",
+            }),
+            false,
+        ));
+        let parsed: serde_json::Value = serde_json::from_str(&compact).unwrap();
+        assert_eq!(parsed["details"]["group"], "coordination.k8s.io");
+        assert_eq!(parsed["code"], 409);
     }
 
     #[test]

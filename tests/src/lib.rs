@@ -5,6 +5,7 @@
 //! `cargo xtask test` builds the release binaries first and tells the tests where
 //! they are (`ARMLET_BIN_HOST`, `ARMLET_BIN_AARCH64`, `ARMLET_BIN_ARMV7`).
 
+pub mod bench;
 pub mod elf;
 pub mod node;
 pub mod oci;

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use armlet_tests::bench::{BenchArgs, Stats};
 use armlet_tests::node::TempDir;
 use armlet_tests::oci::{docker_archive, sized_image};
 use armlet_tests::registry::{TestRegistry, plain_http_registries_yaml};
@@ -69,39 +70,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Command-line arguments.
-struct Args {
-    armlet: PathBuf,
-    runs: usize,
-}
-
-fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
-    let mut armlet = None;
-    let mut runs = DEFAULT_RUNS;
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().ok_or(format!("{arg} needs a value\n{USAGE}"));
-        match arg.as_str() {
-            "--armlet" => armlet = Some(PathBuf::from(value()?)),
-            "--runs" => {
-                let v = value()?;
-                runs = v
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or(format!("--runs: `{v}` is not a positive number"))?;
-            }
-            other => return Err(format!("unexpected argument `{other}`\n{USAGE}").into()),
-        }
-    }
-    let armlet = armlet.ok_or(format!("--armlet is required\n{USAGE}"))?;
-    let armlet =
-        fs::canonicalize(&armlet).map_err(|e| format!("--armlet {}: {e}", armlet.display()))?;
-    Ok(Args { armlet, runs })
-}
-
 fn run() -> Result<()> {
-    let args = parse_args(std::env::args().skip(1))?;
+    let args = BenchArgs::parse(std::env::args().skip(1), USAGE, DEFAULT_RUNS)?;
     if !nix::unistd::geteuid().is_root() {
         return Err("run as root: armlet and umoci unpack layers with their owners".into());
     }
@@ -398,31 +368,4 @@ fn disk_bytes(dir: &Path) -> u64 {
 /// "12.3 MiB".
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
-}
-
-/// Summary of a tool's times, in seconds.
-struct Stats {
-    runs: usize,
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Stats {
-    fn of(times: &[Duration]) -> Self {
-        let mut s: Vec<f64> = times.iter().map(Duration::as_secs_f64).collect();
-        s.sort_by(f64::total_cmp);
-        let n = s.len();
-        let median = match n {
-            0 => f64::NAN,
-            _ if n % 2 == 1 => s[n / 2],
-            _ => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-        };
-        Self {
-            runs: n,
-            median,
-            min: s.first().copied().unwrap_or(f64::NAN),
-            max: s.last().copied().unwrap_or(f64::NAN),
-        }
-    }
 }

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use armlet_runtime::client::Client;
 use armlet_runtime::protocol::ContainerInfo;
+use armlet_tests::bench::{BenchArgs, Stats};
 use armlet_tests::node::{Supervisor, TempDir, bundle, busybox_rootfs, container, require_root};
 
 /// Errors end the run with a message; the guards clean up on the way out.
@@ -52,40 +53,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Command-line arguments.
-struct Args {
-    armlet: PathBuf,
-    runs: usize,
-}
-
-fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
-    let mut armlet = None;
-    let mut runs = DEFAULT_RUNS;
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().ok_or(format!("{arg} needs a value\n{USAGE}"));
-        match arg.as_str() {
-            "--armlet" => armlet = Some(PathBuf::from(value()?)),
-            "--runs" => {
-                let v = value()?;
-                runs = v
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or(format!("--runs: `{v}` is not a positive number"))?;
-            }
-            other => return Err(format!("unexpected argument `{other}`\n{USAGE}").into()),
-        }
-    }
-    let armlet = armlet.ok_or(format!("--armlet is required\n{USAGE}"))?;
-    // Absolute: the driver changes mount namespace, which resets its working directory.
-    let armlet =
-        fs::canonicalize(&armlet).map_err(|e| format!("--armlet {}: {e}", armlet.display()))?;
-    Ok(Args { armlet, runs })
-}
-
 fn run() -> Result<()> {
-    let args = parse_args(std::env::args().skip(1))?;
+    let args = BenchArgs::parse(std::env::args().skip(1), USAGE, DEFAULT_RUNS)?;
     require_root();
     // `Supervisor::start` runs the binary `ARMLET_BIN_HOST` names.
     // SAFETY: nothing else runs yet: the driver is single-threaded throughout.
@@ -151,9 +120,9 @@ fn run() -> Result<()> {
         "{:<8} {:>5} {:>10} {:>8} {:>8}  cycle",
         "runtime", "runs", "median ms", "p90 ms", "min ms"
     );
-    let armlet_stats = Stats::of(&armlet_times);
-    let crun_stats = Stats::of(&crun_times);
-    let runc_stats = Stats::of(&runc_times);
+    let armlet_stats = Stats::of(&armlet_times).scaled(1e3);
+    let crun_stats = Stats::of(&crun_times).scaled(1e3);
+    let runc_stats = Stats::of(&runc_times).scaled(1e3);
     for (name, s, steps) in [
         ("armlet", &armlet_stats, "4 socket requests"),
         ("crun", &crun_stats, crun.steps()),
@@ -178,35 +147,6 @@ fn run() -> Result<()> {
     println!();
     idle_memory(&sup, dir.path(), &rootfs, fresh)?;
     Ok(())
-}
-
-/// Summary of one runtime's cycle times, in milliseconds.
-struct Stats {
-    runs: usize,
-    median: f64,
-    p90: f64,
-    min: f64,
-}
-
-impl Stats {
-    fn of(times: &[Duration]) -> Self {
-        let mut ms: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-        ms.sort_by(f64::total_cmp);
-        let n = ms.len();
-        let median = if n % 2 == 1 {
-            ms[n / 2]
-        } else {
-            (ms[n / 2 - 1] + ms[n / 2]) / 2.0
-        };
-        // Nearest rank: the smallest time at least 90 % of the runs did not exceed.
-        let p90 = ms[(n * 9).div_ceil(10) - 1];
-        Self {
-            runs: n,
-            median,
-            p90,
-            min: ms[0],
-        }
-    }
 }
 
 /// armlet's side: cycles through the supervisor's socket, as the agent drives it.

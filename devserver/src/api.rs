@@ -308,6 +308,11 @@ fn store_error(e: &StoreError, resource: &Resource, pretty: bool) -> Reply {
     http::status_about(code, reason, &e.to_string(), details, pretty)
 }
 
+/// A 400 `Status`.
+fn bad_request(message: &str, pretty: bool) -> Reply {
+    http::status(StatusCode::BAD_REQUEST, "BadRequest", message, pretty)
+}
+
 /// The node a kubelet certificate speaks for (`system:node:<name>` in group
 /// `system:nodes`).
 fn node_of(caller: &Caller) -> Option<&str> {
@@ -404,20 +409,13 @@ impl Api {
         }
         let parse_body = || -> Result<Value, Reply> {
             let value: Value = serde_json::from_slice(body).map_err(|e| {
-                http::status(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
+                bad_request(
                     &format!("the body of the request was in an unknown format: {e}"),
                     pretty,
                 )
             })?;
             if !value.is_object() {
-                return Err(http::status(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    "the body must be a JSON object",
-                    pretty,
-                ));
+                return Err(bad_request("the body must be a JSON object", pretty));
             }
             Ok(value)
         };
@@ -466,12 +464,7 @@ impl Api {
                 ) {
                     Ok(s) => s,
                     Err(e) => {
-                        return http::status(
-                            StatusCode::BAD_REQUEST,
-                            "BadRequest",
-                            &e.to_string(),
-                            pretty,
-                        );
+                        return bad_request(&e.to_string(), pretty);
                     }
                 };
                 let fields = match FieldSelector::parse(
@@ -480,12 +473,7 @@ impl Api {
                 ) {
                     Ok(s) => s,
                     Err(e) => {
-                        return http::status(
-                            StatusCode::BAD_REQUEST,
-                            "BadRequest",
-                            &e.to_string(),
-                            pretty,
-                        );
+                        return bad_request(&e.to_string(), pretty);
                     }
                 };
                 let ns = (!namespace.is_empty()).then_some(namespace);
@@ -523,9 +511,7 @@ impl Api {
                     Err(r) => return r,
                 };
                 if object.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
-                    return http::status(
-                        StatusCode::BAD_REQUEST,
-                        "BadRequest",
+                    return bad_request(
                         "the name of the object does not match the name in the URL",
                         pretty,
                     );

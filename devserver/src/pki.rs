@@ -1113,7 +1113,7 @@ fn now() -> OffsetDateTime {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1127,7 +1127,8 @@ mod tests {
     // From the recorded K3s v1.21.2 server (transcript.txt, transcript2.txt).
     // Its CAs were made at 1795813231 (2026-11-27 21:00:31 UTC).
     const RECORDED_CA_TIME: i64 = 1795813231;
-    const RECORDED_SERVER_CA: &str = "-----BEGIN CERTIFICATE-----
+    /// The recorded server CA: also the recorded `/cacerts` body (570 bytes).
+    pub(crate) const RECORDED_SERVER_CA: &str = "-----BEGIN CERTIFICATE-----
 MIIBdzCCAR2gAwIBAgIBADAKBggqhkjOPQQDAjAjMSEwHwYDVQQDDBhrM3Mtc2Vy
 dmVyLWNhQDE3OTU4MTMyMzEwHhcNMjYxMTI3MjEwMDMxWhcNMzYxMTI0MjEwMDMx
 WjAjMSEwHwYDVQQDDBhrM3Mtc2VydmVyLWNhQDE3OTU4MTMyMzEwWTATBgcqhkjO

@@ -102,6 +102,25 @@ struct Key {
     name: String,
 }
 
+impl Key {
+    fn new(resource: &str, namespace: &str, name: &str) -> Self {
+        Self {
+            resource: resource.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl StoreError {
+    fn not_found(resource: &str, name: &str) -> Self {
+        Self::NotFound {
+            resource: resource.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     version: u64,
@@ -269,11 +288,7 @@ impl Store {
             meta.insert("generation".into(), json!(1));
         }
         let name = name_of(&object).unwrap_or_default().to_owned();
-        let key = Key {
-            resource: resource.to_owned(),
-            namespace: namespace.to_owned(),
-            name: name.clone(),
-        };
+        let key = Key::new(resource, namespace, &name);
         let mut inner = self.lock();
         if inner.objects.contains_key(&key) {
             return Err(StoreError::AlreadyExists {
@@ -290,19 +305,12 @@ impl Store {
 
     /// One object.
     pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Result<Value, StoreError> {
-        let key = Key {
-            resource: resource.to_owned(),
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        };
+        let key = Key::new(resource, namespace, name);
         self.lock()
             .objects
             .get(&key)
             .cloned()
-            .ok_or_else(|| StoreError::NotFound {
-                resource: resource.to_owned(),
-                name: name.to_owned(),
-            })
+            .ok_or_else(|| StoreError::not_found(resource, name))
     }
 
     /// Every object of `resource` (in `namespace`, or all namespaces when
@@ -336,19 +344,12 @@ impl Store {
         let name = name_of(&object)
             .ok_or_else(|| StoreError::Invalid("metadata.name: Required value".into()))?
             .to_owned();
-        let key = Key {
-            resource: resource.to_owned(),
-            namespace: namespace.to_owned(),
-            name: name.clone(),
-        };
+        let key = Key::new(resource, namespace, &name);
         let mut inner = self.lock();
         let current = inner
             .objects
             .get(&key)
-            .ok_or_else(|| StoreError::NotFound {
-                resource: resource.to_owned(),
-                name: name.clone(),
-            })?;
+            .ok_or_else(|| StoreError::not_found(resource, &name))?;
         if let Some(v) = version_of(&object) {
             if Some(v) != version_of(current) {
                 return Err(StoreError::Conflict {
@@ -391,19 +392,12 @@ impl Store {
         uid: Option<&str>,
         version: Option<u64>,
     ) -> Result<Value, StoreError> {
-        let key = Key {
-            resource: resource.to_owned(),
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        };
+        let key = Key::new(resource, namespace, name);
         let mut inner = self.lock();
         let current = inner
             .objects
             .get(&key)
-            .ok_or_else(|| StoreError::NotFound {
-                resource: resource.to_owned(),
-                name: name.to_owned(),
-            })?;
+            .ok_or_else(|| StoreError::not_found(resource, name))?;
         let uid_differs = uid
             .is_some_and(|u| current.pointer("/metadata/uid").and_then(Value::as_str) != Some(u));
         let version_differs = version.is_some_and(|v| version_of(current) != Some(v));

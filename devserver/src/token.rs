@@ -218,17 +218,7 @@ mod tests {
     use super::*;
 
     /// The /cacerts body of the recorded K3s v1.21.2 server (570 bytes).
-    const RECORDED_CACERTS: &str = "-----BEGIN CERTIFICATE-----
-MIIBdzCCAR2gAwIBAgIBADAKBggqhkjOPQQDAjAjMSEwHwYDVQQDDBhrM3Mtc2Vy
-dmVyLWNhQDE3OTU4MTMyMzEwHhcNMjYxMTI3MjEwMDMxWhcNMzYxMTI0MjEwMDMx
-WjAjMSEwHwYDVQQDDBhrM3Mtc2VydmVyLWNhQDE3OTU4MTMyMzEwWTATBgcqhkjO
-PQIBBggqhkjOPQMBBwNCAATJSrlxUW4DZT8T3dBOEm214wGkgtOhqUxbl4BokyPk
-pgolJcLqtZIuZUSgLbwsCnfSdmOwZ9p00JRv0/Zeumgco0IwQDAOBgNVHQ8BAf8E
-BAMCAqQwDwYDVR0TAQH/BAUwAwEB/zAdBgNVHQ4EFgQU0fSmZuazqvkrgWo+ghrV
-/jHe464wCgYIKoZIzj0EAwIDSAAwRQIhAMmMg11cVI/icHC8Yn1bxGlFTbjG8EzY
-h1B2lXfZSxcpAiA9Hgtv0CywESYa2k0iMb6WLvb8KUHcc3chedKSLOYTiA==
------END CERTIFICATE-----
-";
+    use crate::pki::tests::RECORDED_SERVER_CA as RECORDED_CACERTS;
 
     /// The recorded server token (transcript.txt header).
     const RECORDED_TOKEN: &str = "K10df70b3bd61ef657eaa0cd1bc6eef4030328dda72ec0dd6de7c7ff061b7e69cf4::server:d6eea178fe9c2f098967fc2ebfdd36bd";

@@ -1222,6 +1222,18 @@ impl Drop for FaultProxy {
     }
 }
 
+/// A message head passed on: its first line, the end-to-end headers, and
+/// `Connection: close` (one request per connection).
+fn forwarded_head(first_line: &str, headers: &[&str]) -> String {
+    let mut out = format!("{first_line}\r\n");
+    for h in headers.iter().filter(|h| !is_hop_header(h)) {
+        out.push_str(h);
+        out.push_str("\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out
+}
+
 /// True for the request target of a blob download.
 fn is_blob_target(target: &str) -> bool {
     target.starts_with("/v2/") && target.contains("/blobs/sha256:")
@@ -1267,15 +1279,7 @@ fn proxy_one(state: &ProxyState, mut client: TcpStream) -> io::Result<()> {
     };
     upstream.set_read_timeout(Some(IO_TIMEOUT))?;
     upstream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut out = format!("{request_line}\r\n");
-    for h in &raw_headers {
-        if !is_hop_header(h) {
-            out.push_str(h);
-            out.push_str("\r\n");
-        }
-    }
-    out.push_str("Connection: close\r\n\r\n");
-    upstream.write_all(out.as_bytes())?;
+    upstream.write_all(forwarded_head(&request_line, &raw_headers).as_bytes())?;
     upstream.write_all(&early_body)?;
     // The rest of a request body, whatever its framing, follows as it comes;
     // the copy ends when the client closes (after the response).
@@ -1319,15 +1323,7 @@ fn proxy_one(state: &ProxyState, mut client: TcpStream) -> io::Result<()> {
         state.seen.lock().unwrap_or_else(|e| e.into_inner())[index].faulted = true;
     }
 
-    let mut out = format!("{status_line}\r\n");
-    for h in &response_headers {
-        if !is_hop_header(h) {
-            out.push_str(h);
-            out.push_str("\r\n");
-        }
-    }
-    out.push_str("Connection: close\r\n\r\n");
-    client.write_all(out.as_bytes())?;
+    client.write_all(forwarded_head(&status_line, &response_headers).as_bytes())?;
 
     // The body, as it comes, until upstream closes (it was asked to).
     let mut sent: u64 = 0;

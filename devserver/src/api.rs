@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 
 use crate::http::{self, Reply};
 use crate::selector::{FieldSelector, LabelSelector};
+use std::sync::Arc;
+
 use crate::store::{Store, StoreError};
 use crate::supervisor::Caller;
 
@@ -287,7 +289,7 @@ pub struct ApiRequest<'a> {
 /// The Kubernetes API.
 #[derive(Debug)]
 pub struct Api {
-    store: Store,
+    store: Arc<Store>,
 }
 
 fn store_error(e: &StoreError, resource: &Resource, pretty: bool) -> Reply {
@@ -337,10 +339,19 @@ fn json_reply(code: StatusCode, value: &Value) -> Reply {
 
 impl Api {
     /// An API over a fresh store holding K3s's initial namespaces.
+    #[cfg(test)]
     pub fn new() -> Self {
-        let store = Store::new();
+        Self::over(Arc::new(Store::new()))
+    }
+
+    /// An API over `store`, which gets K3s's initial namespaces if it lacks
+    /// them.
+    pub fn over(store: Arc<Store>) -> Self {
         for ns in INITIAL_NAMESPACES {
-            // A fresh store has none of them: this cannot collide.
+            if store.get("namespaces", "", ns).is_ok() {
+                continue;
+            }
+            // Only a concurrent creation could collide: nothing runs yet.
             let _ = store.create(
                 "namespaces",
                 "",
@@ -349,6 +360,11 @@ impl Api {
             );
         }
         Self { store }
+    }
+
+    /// The object store behind the API (controllers work on it directly).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 
     /// Answers one API request.
@@ -771,11 +787,6 @@ impl Api {
     }
 }
 
-impl Default for Api {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -190,8 +190,10 @@ async fn run(settings: Settings, token_flag: Option<String>) -> Result<()> {
         server_dir.join("token").display(),
         settings.kubeconfig.display()
     );
+    let store = Arc::new(store::Store::new());
+    let api = Arc::new(api::Api::over(Arc::clone(&store)));
     tokio::select! {
-        result = server::serve(listener, Arc::new(tls), supervisor, Arc::new(api::Api::new())) => result.context("serving")?,
+        result = server::serve(listener, Arc::new(tls), supervisor, api) => result.context("serving")?,
         _ = shutdown() => eprintln!("armlet-devserver: stopping"),
     }
     Ok(())

@@ -338,12 +338,6 @@ fn json_reply(code: StatusCode, value: &Value) -> Reply {
 }
 
 impl Api {
-    /// An API over a fresh store holding K3s's initial namespaces.
-    #[cfg(test)]
-    pub fn new() -> Self {
-        Self::over(Arc::new(Store::new()))
-    }
-
     /// An API over `store`, which gets K3s's initial namespaces if it lacks
     /// them.
     pub fn over(store: Arc<Store>) -> Self {
@@ -363,6 +357,7 @@ impl Api {
     }
 
     /// The object store behind the API (controllers work on it directly).
+    #[allow(dead_code)] // until the controllers land
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
@@ -786,7 +781,6 @@ impl Api {
         Some(json_reply(StatusCode::OK, &value))
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -9,13 +9,12 @@
 //! API calls with client certificates in transcript2 (after the join) are for
 //! the Kubernetes API part of the devserver and are skipped here by name.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// The recorded server's token password and host.
-const PASSWORD: &str = "d6eea178fe9c2f098967fc2ebfdd36bd";
-const RECORDED_URL: &str = "https://127.0.0.1:6443";
+mod common;
+
+use common::{Devserver, PASSWORD, admin_credentials, scratch};
 
 struct Exchange {
     title: String,
@@ -93,90 +92,6 @@ fn curl_args(command: &str) -> Vec<String> {
     args
 }
 
-struct Devserver {
-    child: Child,
-    url: String,
-    dir: PathBuf,
-}
-
-impl Devserver {
-    fn start(dir: &Path) -> Self {
-        Self::start_with(dir, &["--token", PASSWORD])
-    }
-
-    fn start_with(dir: &Path, extra: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_armlet-devserver"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args(["--https-listen-port", &port.to_string()])
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        loop {
-            let line = lines
-                .next()
-                .expect("devserver exited before it was ready")
-                .unwrap();
-            if line.contains("ready on") {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        Self {
-            child,
-            url: format!("https://127.0.0.1:{port}"),
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// Runs a recorded curl command against this server; (status, content
-    /// type, body).
-    fn curl(&self, args: &[String]) -> (u16, Option<String>, Vec<u8>) {
-        let out_dir = self.dir.join("out");
-        std::fs::create_dir_all(&out_dir).unwrap();
-        let body_file = self.dir.join("body");
-        let output = Command::new("curl")
-            .current_dir(&self.dir)
-            .args(["-s", "-D", "-", "-o"])
-            .arg(&body_file)
-            .args(args.iter().map(|a| a.replace(RECORDED_URL, &self.url)))
-            .output()
-            .unwrap();
-        let all = String::from_utf8_lossy(&output.stdout).into_owned();
-        // After an interim `100 Continue`, the final response's headers.
-        let headers = all
-            .rsplit_once("HTTP/1.1 ")
-            .map_or(String::new(), |(_, h)| format!("HTTP/1.1 {h}"));
-        let status = headers
-            .lines()
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no response to {args:?}: {all}"));
-        let content_type = headers.lines().find_map(|l| {
-            let (name, value) = l.split_once(": ")?;
-            name.eq_ignore_ascii_case("content-type")
-                .then(|| value.trim().to_owned())
-        });
-        let body = std::fs::read(&body_file).unwrap_or_default();
-        (status, content_type, body)
-    }
-}
-
-impl Drop for Devserver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn pem_types(bytes: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(bytes)
         .lines()
@@ -196,13 +111,6 @@ fn subject(pem: &[u8]) -> String {
     child.stdin.take().unwrap().write_all(pem).unwrap();
     let out = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("armlet-devserver-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]
@@ -469,26 +377,6 @@ fn bad_input_gets_an_error_and_the_server_carries_on() {
     alive();
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The admin client certificate and key from the written kubeconfig, as files.
-fn admin_credentials(dir: &Path) -> (PathBuf, PathBuf) {
-    use base64::Engine as _;
-    let kubeconfig = std::fs::read_to_string(dir.join("data/kubeconfig.yaml")).unwrap();
-    let field = |name: &str| {
-        let line = kubeconfig
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(&format!("{name}: ")))
-            .unwrap_or_else(|| panic!("{name} missing from the kubeconfig"));
-        base64::engine::general_purpose::STANDARD
-            .decode(line)
-            .unwrap()
-    };
-    let (cert, key) = (dir.join("admin.crt"), dir.join("admin.key"));
-    std::fs::write(&cert, field("client-certificate-data")).unwrap();
-    std::fs::write(&key, field("client-key-data")).unwrap();
-    std::fs::write(dir.join("ca.crt"), field("certificate-authority-data")).unwrap();
-    (cert, key)
 }
 
 #[test]

@@ -95,6 +95,13 @@ fn guest_kernel_metapackage(target: &Target) -> String {
     }
 }
 
+/// Debian's `kubectl` (package kubernetes-client, 1.20), unpacked here rather than
+/// installed: on some machines `/usr/bin/kubectl` belongs to another package (the
+/// Cloud SDK's dispatcher). The devserver's tests drive this one.
+pub fn kubectl_path() -> PathBuf {
+    Path::new(STATE_DIR).join("kubectl/usr/bin/kubectl")
+}
+
 /// The sysroot holding a target's C libraries (`usr/lib/<multiarch>/...`).
 pub fn sysroot(target: &Target) -> PathBuf {
     Path::new(STATE_DIR).join("sysroot").join(target.triple)
@@ -119,6 +126,7 @@ pub fn run() -> Result<()> {
         install_sysroot(target)?;
         install_guest(target)?;
     }
+    install_kubectl()?;
     disable_registry_service()?;
     let still = missing_parts()?;
     if !still.is_empty() {
@@ -144,6 +152,9 @@ fn missing_parts() -> Result<Vec<String>> {
         .iter()
         .find(|(name, _)| name == "rustc-web")
         .map(|(_, v)| v.clone());
+    if !kubectl_path().is_file() {
+        missing.push("kubectl 1.20 (kubernetes-client)".to_owned());
+    }
     for target in ARM_TARGETS {
         let std_ok = match &rustc {
             Some(v) => read_stamp(&std_stamp(target)).as_deref() == Some(v.as_str()),
@@ -480,6 +491,22 @@ fn install_target_std(target: &Target, version: &str) -> Result<()> {
     unpack_debs(&debs, Path::new("/"))?;
     let _ = fs::remove_dir_all(&scratch);
     write_stamp(&std_stamp(target), version)
+}
+
+/// Unpacks kubernetes-client's kubectl into [`kubectl_path`]'s tree.
+fn install_kubectl() -> Result<()> {
+    if kubectl_path().is_file() {
+        return Ok(());
+    }
+    println!("setup: kubectl from kubernetes-client");
+    let scratch = Path::new(STATE_DIR).join("debs").join("kubectl");
+    let debs = download_debs(&["kubernetes-client".to_owned()], &scratch)?;
+    let root = Path::new(STATE_DIR).join("kubectl");
+    let _ = fs::remove_dir_all(&root);
+    fs::create_dir_all(&root).map_err(|e| fail!("cannot create {}: {e}", root.display()))?;
+    unpack_debs(&debs, &root)?;
+    let _ = fs::remove_dir_all(&scratch);
+    Ok(())
 }
 
 fn install_sysroot(target: &Target) -> Result<()> {

@@ -63,6 +63,8 @@ fn run_stages(ws: &Workspace, stages: &mut Stages) -> Result<()> {
         let mut c = ws.cargo("test");
         c.arg("--workspace");
         Workspace::locked(&mut c);
+        // The devserver's tests drive Debian's kubectl 1.20, which setup unpacked.
+        c.env("ARMLET_KUBECTL", setup::kubectl_path());
         // The end-to-end tests examine the release binaries just built.
         for (target, bin) in &binaries {
             c.env(

@@ -1,0 +1,132 @@
+//! The devserver harness the integration tests share: start the binary on a free
+//! loopback port in a scratch directory, talk to it with curl, read the admin
+//! credentials it wrote.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The password the tests join with (the recorded one).
+pub const PASSWORD: &str = "d6eea178fe9c2f098967fc2ebfdd36bd";
+/// The server URL in the recordings, replaced by the test server's.
+pub const RECORDED_URL: &str = "https://127.0.0.1:6443";
+
+/// A running devserver, killed on drop.
+pub struct Devserver {
+    /// The process.
+    pub child: Child,
+    /// `https://127.0.0.1:<port>`.
+    pub url: String,
+    /// The scratch directory (`data/` is its data dir).
+    pub dir: PathBuf,
+}
+
+impl Devserver {
+    /// Starts with the recorded password as token.
+    pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &["--token", PASSWORD])
+    }
+
+    /// Starts with extra flags.
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_armlet-devserver"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--https-listen-port", &port.to_string()])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("devserver exited before it was ready")
+                .unwrap();
+            if line.contains("ready on") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            url: format!("https://127.0.0.1:{port}"),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Runs a recorded curl command against this server; (status, content
+    /// type, body).
+    pub fn curl(&self, args: &[String]) -> (u16, Option<String>, Vec<u8>) {
+        let out_dir = self.dir.join("out");
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let body_file = self.dir.join("body");
+        let output = Command::new("curl")
+            .current_dir(&self.dir)
+            .args(["-s", "-D", "-", "-o"])
+            .arg(&body_file)
+            .args(args.iter().map(|a| a.replace(RECORDED_URL, &self.url)))
+            .output()
+            .unwrap();
+        let all = String::from_utf8_lossy(&output.stdout).into_owned();
+        // After an interim `100 Continue`, the final response's headers.
+        let headers = all
+            .rsplit_once("HTTP/1.1 ")
+            .map_or(String::new(), |(_, h)| format!("HTTP/1.1 {h}"));
+        let status = headers
+            .lines()
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no response to {args:?}: {all}"));
+        let content_type = headers.lines().find_map(|l| {
+            let (name, value) = l.split_once(": ")?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_owned())
+        });
+        let body = std::fs::read(&body_file).unwrap_or_default();
+        (status, content_type, body)
+    }
+}
+
+impl Drop for Devserver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("armlet-devserver-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The admin client certificate and key from the written kubeconfig, as files.
+pub fn admin_credentials(dir: &Path) -> (PathBuf, PathBuf) {
+    use base64::Engine as _;
+    let kubeconfig = std::fs::read_to_string(dir.join("data/kubeconfig.yaml")).unwrap();
+    let field = |name: &str| {
+        let line = kubeconfig
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("{name} missing from the kubeconfig"));
+        base64::engine::general_purpose::STANDARD
+            .decode(line)
+            .unwrap()
+    };
+    let (cert, key) = (dir.join("admin.crt"), dir.join("admin.key"));
+    std::fs::write(&cert, field("client-certificate-data")).unwrap();
+    std::fs::write(&key, field("client-key-data")).unwrap();
+    std::fs::write(dir.join("ca.crt"), field("certificate-authority-data")).unwrap();
+    (cert, key)
+}

@@ -278,6 +278,8 @@ pub struct ApiRequest<'a> {
     pub query: Option<&'a str>,
     /// The body's content type.
     pub content_type: Option<&'a str>,
+    /// What the client accepts (`as=Table` asks for server-side printing).
+    pub accept: Option<&'a str>,
     /// Who sent it, by client certificate.
     pub caller: Option<&'a Caller>,
     /// The body.
@@ -301,6 +303,7 @@ fn store_error(e: &StoreError, resource: &Resource, pretty: bool) -> Reply {
         StoreError::Conflict { name, .. } => (StatusCode::CONFLICT, "Conflict", Some(name)),
         StoreError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid", None),
         StoreError::Gone { .. } => (StatusCode::GONE, "Expired", None),
+        StoreError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError", None),
     };
     let details = name.map(|name| http::Details {
         name,
@@ -369,6 +372,7 @@ impl Api {
             path,
             query,
             content_type,
+            accept,
             caller,
             body,
             pretty,

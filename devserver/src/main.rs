@@ -174,8 +174,14 @@ async fn run(settings: Settings, token_flag: Option<String>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
+    // K3s keeps its objects in <data-dir>/server/db (kine over SQLite).
+    let db_dir = server_dir.join("db");
+    private_dir(&db_dir)?;
+    let store =
+        Arc::new(store::Store::open(&db_dir.join("objects.jsonl")).context("object store")?);
     let node_passwords =
-        NodePasswords::open(cred_dir.join("node-passwords.json")).context("node passwords")?;
+        NodePasswords::open(Arc::clone(&store), &cred_dir.join("node-passwords.json"))
+            .context("node passwords")?;
     let supervisor = Arc::new(Supervisor::new(
         settings.clone(),
         pki,
@@ -190,7 +196,6 @@ async fn run(settings: Settings, token_flag: Option<String>) -> Result<()> {
         server_dir.join("token").display(),
         settings.kubeconfig.display()
     );
-    let store = Arc::new(store::Store::new());
     let api = Arc::new(api::Api::over(Arc::clone(&store)));
     tokio::select! {
         result = server::serve(listener, Arc::new(tls), supervisor, api) => result.context("serving")?,

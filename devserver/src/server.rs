@@ -162,6 +162,10 @@ async fn respond(
         path: parts.uri.path(),
         query: parts.uri.query(),
         content_type,
+        accept: parts
+            .headers
+            .get(hyper::header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
         caller: caller.as_ref(),
         body: &body,
         pretty,

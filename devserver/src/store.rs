@@ -7,8 +7,16 @@
 //! `creationTimestamp`, `resourceVersion` and `generation` (and a name from
 //! `generateName`); `update` with a `resourceVersion` is optimistic (409 on a
 //! mismatch); `delete` may carry preconditions; every change is an event.
+//!
+//! A store opened on a file keeps its objects across restarts, as K3s's
+//! datastore does: every change is appended to a journal (one JSON line)
+//! before it is applied, and opening replays the journal and rewrites it
+//! compacted. The watch history is not kept: a watch from before a restart
+//! gets `410 Gone` and relists, as after an etcd compaction.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead as _, Write as _};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde_json::{Value, json};
@@ -56,6 +64,32 @@ pub enum StoreError {
         requested: u64,
         /// The oldest version still known.
         oldest: u64,
+    },
+    /// 500: the change could not be written to the journal (and was not made).
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The journal could not be read or rewritten.
+    #[error("{path}: {source}")]
+    Io {
+        /// The journal.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A line other than a torn last one is not a journal record.
+    #[error("{path} line {line}: not a journal record: {reason}")]
+    Corrupt {
+        /// The journal.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
     },
 }
 
@@ -126,6 +160,28 @@ struct Inner {
     version: u64,
     objects: BTreeMap<Key, Value>,
     history: VecDeque<Event>,
+    /// Where changes are appended; `None` for a store kept in memory only.
+    journal: Option<std::fs::File>,
+}
+
+/// One journal line: the store's version after the change, and the object
+/// written (`object` absent: the key was deleted).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Record {
+    version: u64,
+    resource: String,
+    namespace: String,
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    object: Option<Value>,
+}
+
+impl Record {
+    fn line(&self) -> Result<Vec<u8>, StoreError> {
+        let mut line = serde_json::to_vec(self).map_err(|e| StoreError::Storage(e.to_string()))?;
+        line.push(b'\n');
+        Ok(line)
+    }
 }
 
 /// The store.
@@ -224,6 +280,105 @@ impl Store {
         }
     }
 
+    /// A store kept in `journal` (created if missing): its objects are
+    /// replayed, the file rewritten compacted, and later changes appended.
+    pub fn open(journal: &Path) -> Result<Self, OpenError> {
+        let io = |source| OpenError::Io {
+            path: journal.to_owned(),
+            source,
+        };
+        let mut inner = Inner::default();
+        match std::fs::File::open(journal) {
+            Ok(file) => {
+                let lines: Vec<String> = std::io::BufReader::new(file)
+                    .lines()
+                    .collect::<Result<_, _>>()
+                    .map_err(io)?;
+                let count = lines.len();
+                for (index, line) in lines.iter().enumerate() {
+                    let record: Record = match serde_json::from_str(line) {
+                        Ok(r) => r,
+                        // A crash mid-append leaves a torn last line: that
+                        // change was never acknowledged.
+                        Err(_) if index + 1 == count => break,
+                        Err(e) => {
+                            return Err(OpenError::Corrupt {
+                                path: journal.to_owned(),
+                                line: index + 1,
+                                reason: e.to_string(),
+                            });
+                        }
+                    };
+                    let key = Key::new(&record.resource, &record.namespace, &record.name);
+                    inner.version = inner.version.max(record.version);
+                    match record.object {
+                        Some(object) => inner.objects.insert(key, object),
+                        None => inner.objects.remove(&key),
+                    };
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        // Compacted: the live objects, and the version counter (kept even
+        // when its last change was a deletion, so versions never go back).
+        let mut text = Vec::new();
+        let header = Record {
+            version: inner.version,
+            resource: String::new(),
+            namespace: String::new(),
+            name: String::new(),
+            object: None,
+        };
+        let records = std::iter::once(header).chain(inner.objects.iter().map(|(k, v)| Record {
+            version: version_of(v).unwrap_or(0),
+            resource: k.resource.clone(),
+            namespace: k.namespace.clone(),
+            name: k.name.clone(),
+            object: Some(v.clone()),
+        }));
+        for record in records {
+            text.extend(
+                record
+                    .line()
+                    .map_err(|e| io(std::io::Error::other(e.to_string())))?,
+            );
+        }
+        let tmp = journal.with_extension("tmp");
+        crate::supervisor::write_private(&tmp, &text).map_err(io)?;
+        std::fs::rename(&tmp, journal).map_err(io)?;
+        inner.journal = Some(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(journal)
+                .map_err(io)?,
+        );
+        let (events, _) = broadcast::channel(1024);
+        Ok(Self {
+            inner: Mutex::new(inner),
+            events,
+        })
+    }
+
+    /// Writes a change to the journal (if any) before it is made: a change
+    /// that cannot be kept is refused.
+    fn persist(inner: &mut Inner, key: &Key, object: Option<&Value>) -> Result<(), StoreError> {
+        let Some(journal) = inner.journal.as_mut() else {
+            return Ok(());
+        };
+        let line = Record {
+            version: inner.version + 1,
+            resource: key.resource.clone(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            object: object.cloned(),
+        }
+        .line()?;
+        journal
+            .write_all(&line)
+            .map_err(|e| StoreError::Storage(e.to_string()))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -296,8 +451,9 @@ impl Store {
                 name,
             });
         }
+        set_version(&mut object, inner.version + 1);
+        Self::persist(&mut inner, &key, Some(&object))?;
         inner.version += 1;
-        set_version(&mut object, inner.version);
         inner.objects.insert(key, object.clone());
         self.record(&mut inner, EventType::Added, resource, object.clone());
         Ok(object)
@@ -375,8 +531,9 @@ impl Store {
                 meta.insert("generation".into(), json!(generation + 1));
             }
         }
+        set_version(&mut object, inner.version + 1);
+        Self::persist(&mut inner, &key, Some(&object))?;
         inner.version += 1;
-        set_version(&mut object, inner.version);
         inner.objects.insert(key, object.clone());
         self.record(&mut inner, EventType::Modified, resource, object.clone());
         Ok(object)
@@ -407,6 +564,7 @@ impl Store {
                 name: name.to_owned(),
             });
         }
+        Self::persist(&mut inner, &key, None)?;
         let mut object = inner.objects.remove(&key).unwrap_or_default();
         inner.version += 1;
         set_version(&mut object, inner.version);
@@ -534,6 +692,57 @@ mod tests {
                 .create("pods", "default", json!({"spec": {}}))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn an_opened_store_keeps_objects_and_versions_across_reopening() {
+        let dir = std::env::temp_dir().join(format!("armlet-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("objects.jsonl");
+        let store = Store::open(&path).unwrap();
+        let a = store.create("pods", "default", pod("a")).unwrap();
+        store.create("pods", "default", pod("b")).unwrap();
+        let mut changed = a.clone();
+        changed["spec"]["nodeName"] = json!("n1");
+        store.update("pods", "default", changed).unwrap();
+        store.delete("pods", "default", "b", None, None).unwrap();
+        drop(store);
+
+        let store = Store::open(&path).unwrap();
+        let kept = store.get("pods", "default", "a").unwrap();
+        assert_eq!(kept["spec"]["nodeName"], "n1");
+        assert_eq!(kept["metadata"]["uid"], a["metadata"]["uid"]);
+        assert!(store.get("pods", "default", "b").is_err());
+        // The deletion's version is not reused.
+        assert_eq!(store.version(), 4);
+        // History is gone: a watch from before the restart relists.
+        assert!(matches!(
+            store.watch("pods", 2),
+            Err(StoreError::Gone { .. })
+        ));
+        let c = store.create("pods", "default", pod("c")).unwrap();
+        assert_eq!(c["metadata"]["resourceVersion"], "5");
+        drop(store);
+
+        // A torn last line (a crash mid-append) is dropped; a bad line
+        // elsewhere is an error naming it.
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{\"version\": 9, \"reso");
+        std::fs::write(&path, &text).unwrap();
+        let store = Store::open(&path).unwrap();
+        assert!(store.get("pods", "default", "c").is_ok());
+        assert_eq!(store.version(), 5);
+        drop(store);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("garbage\n{text}")).unwrap();
+        let err = Store::open(&path).unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

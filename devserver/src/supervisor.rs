@@ -8,9 +8,6 @@
 //! `k3s:server`; everything else falls through to the Kubernetes API, which
 //! accepts no Basic credentials (401 `Status`).
 
-use std::path::PathBuf;
-use std::sync::Mutex;
-
 use base64::Engine as _;
 use bytes::Bytes;
 use hyper::StatusCode;
@@ -321,45 +318,93 @@ pub enum NodePasswordCheck {
     Store(String),
 }
 
-/// Node-password hashes by the name of the Secret K3s keeps them in
-/// (`kube-system/<node>.node-password.k3s`; here a JSON file until the API's
-/// store holds Secrets), written atomically so a restart keeps every claim.
+/// Node-password hashes, kept where K3s keeps them: Secret
+/// `kube-system/<node>.node-password.k3s`, `data.hash`, immutable. Deleting the
+/// Secret (`kubectl -n kube-system delete secret ...`) frees the name.
 #[derive(Debug)]
 pub struct NodePasswords {
-    path: PathBuf,
-    hashes: Mutex<std::collections::BTreeMap<String, String>>,
+    store: std::sync::Arc<crate::store::Store>,
 }
 
 impl NodePasswords {
-    /// Loads the claims at `path` (none if the file does not exist).
-    pub fn open(path: PathBuf) -> std::io::Result<Self> {
-        let hashes = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+    /// The claims in `store`. Claims an earlier version kept in `legacy` (a
+    /// JSON map from Secret name to hash) move into the store, and the file goes.
+    pub fn open(
+        store: std::sync::Arc<crate::store::Store>,
+        legacy: &std::path::Path,
+    ) -> std::io::Result<Self> {
+        let this = Self { store };
+        match std::fs::read(legacy) {
+            Ok(bytes) => {
+                let hashes: std::collections::BTreeMap<String, String> =
+                    serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+                for (name, hash) in hashes {
+                    this.claim(&name, &hash).map_err(|e| match e {
+                        NodePasswordCheck::Store(why) | NodePasswordCheck::Mismatch(why) => {
+                            std::io::Error::other(why)
+                        }
+                    })?;
+                }
+                std::fs::remove_file(legacy)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
+        }
+        Ok(this)
+    }
+
+    /// Creates the Secret holding `hash` (an existing one is left alone).
+    fn claim(&self, secret: &str, hash: &str) -> Result<(), NodePasswordCheck> {
+        use base64::Engine as _;
+        let object = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": secret, "namespace": "kube-system"},
+            "immutable": true,
+            "data": {"hash": base64::engine::general_purpose::STANDARD.encode(hash)},
+            "type": "Opaque",
+        });
+        match self.store.create("secrets", "kube-system", object) {
+            Ok(_) | Err(crate::store::StoreError::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(NodePasswordCheck::Store(format!(
+                "storing the node password: {e}"
+            ))),
+        }
+    }
+
+    /// The hash in a node's Secret, if it has one.
+    fn stored(&self, secret: &str) -> Result<Option<String>, NodePasswordCheck> {
+        use base64::Engine as _;
+        let Ok(object) = self.store.get("secrets", "kube-system", secret) else {
+            return Ok(None);
         };
-        Ok(Self {
-            path,
-            hashes: Mutex::new(hashes),
-        })
+        let encoded = object
+            .pointer("/data/hash")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| NodePasswordCheck::Mismatch(format!("stored hash: {e}")))?;
+        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
     }
 
     /// Accepts `password` for `node`: the first caller claims the name, later
     /// ones must match.
     pub fn check_or_claim(&self, node: &str, password: &str) -> Result<(), NodePasswordCheck> {
-        let key = nodepassword::secret_name(node);
-        let mut hashes = self.hashes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(stored) = hashes.get(&key) {
-            return nodepassword::verify(stored, password)
+        let secret = nodepassword::secret_name(node);
+        if let Some(stored) = self.stored(&secret)? {
+            return nodepassword::verify(&stored, password)
                 .map_err(|e| NodePasswordCheck::Mismatch(e.to_string()));
         }
-        hashes.insert(key.clone(), nodepassword::hash(password));
-        let bytes = serde_json::to_vec_pretty(&*hashes)
-            .map_err(|e| NodePasswordCheck::Store(e.to_string()))?;
-        write_private(&self.path, &bytes).map_err(|e| {
-            hashes.remove(&key);
-            NodePasswordCheck::Store(format!("storing the node password: {e}"))
-        })
+        self.claim(&secret, &nodepassword::hash(password))?;
+        // Two first contacts at once: the Secret that won decides.
+        match self.stored(&secret)? {
+            Some(stored) => nodepassword::verify(&stored, password)
+                .map_err(|e| NodePasswordCheck::Mismatch(e.to_string())),
+            None => Err(NodePasswordCheck::Store(
+                "node password secret vanished".into(),
+            )),
+        }
     }
 }
 

@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 use crate::store::{Store, StoreError};
 use crate::supervisor::Caller;
+use crate::table::{self, Include};
+use crate::{authz, defaults, validate};
 
 /// One served resource.
 #[derive(Debug, Clone, Copy)]
@@ -141,6 +143,97 @@ pub const RESOURCES: &[Resource] = &[
 const BOOKMARK_SECONDS: u64 = 10;
 
 /// One watch event, newline-terminated.
+/// How a watch with a selector reports a change: a modification that brings
+/// an object into scope is `ADDED`, one that takes it out is `DELETED` (as the
+/// API server's watch cache does); out of scope before and after: nothing.
+fn scoped_kind(
+    event: &crate::store::Event,
+    in_scope: impl Fn(&Value) -> bool,
+) -> Option<&'static str> {
+    let now = in_scope(&event.object);
+    match (event.kind, event.previous.as_ref().map(&in_scope)) {
+        (crate::store::EventType::Modified, Some(before)) => match (before, now) {
+            (true, true) => Some("MODIFIED"),
+            (false, true) => Some("ADDED"),
+            (true, false) => Some("DELETED"),
+            (false, false) => None,
+        },
+        (kind, _) => now.then(|| kind.as_str()),
+    }
+}
+
+/// A 422 reply when `object` is not a valid `resource`.
+fn invalid(resource: &Resource, object: &Value) -> Option<Reply> {
+    let causes = validate::check(resource, object);
+    if causes.is_empty() {
+        return None;
+    }
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    Some(json_reply(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &validate::status(resource.kind, name, resource.group, &causes),
+    ))
+}
+
+/// A delete request's preconditions.
+#[derive(Debug, Clone, Copy, Default)]
+struct Preconditions<'a> {
+    uid: Option<&'a str>,
+    version: Option<u64>,
+}
+
+/// How a deletion ended.
+enum Deletion {
+    /// The object is gone (200 with its last state).
+    Gone(Value),
+    /// The object is marked and will go later (202 with it).
+    Pending(Value),
+}
+
+/// The protobuf encoding of `/openapi/v2`.
+const OPENAPI_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+
+/// `/openapi/v2`: a Swagger 2.0 document naming the API, without schema
+/// definitions. kubectl fetches it (protobuf, as gnostic's `openapi_v2.Document`)
+/// to validate what it sends and skips validation for kinds the document does
+/// not define, so `kubectl apply` works and the API server's own checks decide.
+fn openapi_v2(accept: Option<&str>) -> Reply {
+    const TITLE: &str = "Kubernetes";
+    const VERSION: &str = "v1.21.2+armlet-devserver";
+    if accept.is_some_and(|a| a.contains(OPENAPI_PROTOBUF)) {
+        // Length-delimited fields: Document.swagger = 1, Document.info = 2,
+        // Info.title = 1, Info.version = 2 (gnostic's OpenAPIv2.proto).
+        fn field(number: u8, bytes: &[u8]) -> Vec<u8> {
+            let mut out = vec![(number << 3) | 2];
+            let mut len = bytes.len();
+            while len >= 0x80 {
+                out.push((len as u8 & 0x7f) | 0x80);
+                len >>= 7;
+            }
+            out.push(len as u8);
+            out.extend_from_slice(bytes);
+            out
+        }
+        let info = [field(1, TITLE.as_bytes()), field(2, VERSION.as_bytes())].concat();
+        let document = [field(1, b"2.0"), field(2, &info)].concat();
+        // kube-openapi labels the protobuf form `application/octet-stream`
+        // (Go's MIME parser rejects the `@` of the type it was asked for).
+        return http::body(
+            StatusCode::OK,
+            "application/octet-stream",
+            Bytes::from(document),
+        );
+    }
+    json_reply(
+        StatusCode::OK,
+        &json!({"swagger": "2.0", "info": {"title": TITLE, "version": VERSION},
+                "paths": {}, "definitions": {}}),
+    )
+}
+
 fn watch_line(kind: &str, object: &Value) -> Bytes {
     let mut b = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
     b.push(b'\n');
@@ -318,17 +411,6 @@ fn bad_request(message: &str, pretty: bool) -> Reply {
     http::status(StatusCode::BAD_REQUEST, "BadRequest", message, pretty)
 }
 
-/// The node a kubelet certificate speaks for (`system:node:<name>` in group
-/// `system:nodes`).
-fn node_of(caller: &Caller) -> Option<&str> {
-    match caller {
-        Caller::User { name, groups } if groups.iter().any(|g| g == "system:nodes") => {
-            name.strip_prefix("system:node:")
-        }
-        _ => None,
-    }
-}
-
 fn json_reply(code: StatusCode, value: &Value) -> Reply {
     let mut bytes = serde_json::to_vec(value).unwrap_or_default();
     bytes.push(b'\n');
@@ -359,6 +441,238 @@ impl Api {
         Self { store }
     }
 
+    /// Deletes an object as the API server does. Pods bound to a node end
+    /// gracefully: they get a `deletionTimestamp` (now + the grace period:
+    /// the request's, else `spec.terminationGracePeriodSeconds`, else 30 s)
+    /// and stay until their kubelet deletes them with grace 0; unbound or
+    /// finished pods go at once. An object with finalizers is only marked,
+    /// and goes when an update empties them. A namespace takes its objects
+    /// with it.
+    fn delete_object(
+        &self,
+        resource: &'static Resource,
+        namespace: &str,
+        name: &str,
+        grace: Option<i64>,
+        preconditions: Preconditions<'_>,
+    ) -> Result<Deletion, StoreError> {
+        let key = resource.key();
+        let current = self.store.get(&key, namespace, name)?;
+        let uid_differs = preconditions
+            .uid
+            .is_some_and(|u| current.pointer("/metadata/uid").and_then(Value::as_str) != Some(u));
+        let version_differs = preconditions
+            .version
+            .is_some_and(|v| crate::store::version_of(&current) != Some(v));
+        if uid_differs || version_differs {
+            return Err(StoreError::Conflict {
+                resource: resource.plural.to_owned(),
+                name: name.to_owned(),
+            });
+        }
+        if resource.group.is_empty() && resource.plural == "namespaces" {
+            for r in RESOURCES.iter().filter(|r| r.namespaced) {
+                let (items, _) = self.store.list(&r.key(), Some(name), |_| true);
+                for item in items {
+                    if let Some(n) = item.pointer("/metadata/name").and_then(Value::as_str) {
+                        // Each object ends as its own deletion would.
+                        let _ = self.delete_object(r, name, n, None, Preconditions::default());
+                    }
+                }
+            }
+        }
+        let mut grace = if resource.group.is_empty() && resource.plural == "pods" {
+            let unbound = current
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty();
+            let finished = matches!(
+                current.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded" | "Failed")
+            );
+            if unbound || finished {
+                0
+            } else {
+                grace
+                    .or_else(|| {
+                        current
+                            .pointer("/spec/terminationGracePeriodSeconds")
+                            .and_then(Value::as_i64)
+                    })
+                    .unwrap_or(30)
+                    .max(0)
+            }
+        } else {
+            0
+        };
+        // Already terminating: a deletion may only shorten the grace period.
+        let marked_grace = current
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64);
+        if let Some(existing) = marked_grace {
+            grace = grace.min(existing);
+        }
+        let finalizers = current
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        let namespace_left = resource.plural == "namespaces"
+            && RESOURCES
+                .iter()
+                .filter(|r| r.namespaced)
+                .any(|r| !self.store.list(&r.key(), Some(name), |_| true).0.is_empty());
+        if grace == 0 && !finalizers && !namespace_left {
+            let uid = current.pointer("/metadata/uid").and_then(Value::as_str);
+            let gone = self.store.delete(&key, namespace, name, uid, None)?;
+            self.finish_namespace(namespace);
+            return Ok(Deletion::Gone(gone));
+        }
+        if marked_grace == Some(grace) {
+            return Ok(Deletion::Pending(current));
+        }
+        let mut marked = current;
+        let when = crate::store::rfc3339(crate::store::now() + grace as u64);
+        if let Some(meta) = marked.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("deletionTimestamp".into(), json!(when));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        }
+        if namespace_left {
+            marked["status"]["phase"] = json!("Terminating");
+        }
+        Ok(Deletion::Pending(
+            self.store.update(&key, namespace, marked)?,
+        ))
+    }
+
+    /// After an update: an object marked for deletion whose finalizers are
+    /// now empty (and whose grace period is over) goes.
+    fn finish_deletion(&self, resource: &'static Resource, object: Value) -> Value {
+        let marked = object.pointer("/metadata/deletionTimestamp").is_some();
+        let finalizers = object
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        let grace = object
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if !marked || finalizers || grace > 0 || resource.plural == "namespaces" {
+            return object;
+        }
+        let namespace = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        match self
+            .store
+            .delete(&resource.key(), &namespace, name, None, None)
+        {
+            Ok(gone) => {
+                self.finish_namespace(&namespace);
+                gone
+            }
+            Err(_) => object,
+        }
+    }
+
+    /// A terminating namespace goes once it is empty.
+    fn finish_namespace(&self, namespace: &str) {
+        if namespace.is_empty() {
+            return;
+        }
+        let Ok(ns) = self.store.get("namespaces", "", namespace) else {
+            return;
+        };
+        if ns.pointer("/metadata/deletionTimestamp").is_none() {
+            return;
+        }
+        let empty = RESOURCES.iter().filter(|r| r.namespaced).all(|r| {
+            self.store
+                .list(&r.key(), Some(namespace), |_| true)
+                .0
+                .is_empty()
+        });
+        if empty {
+            let _ = self.store.delete("namespaces", "", namespace, None, None);
+        }
+    }
+
+    /// `pods/<name>/binding`: what the scheduler posts to place a pod.
+    fn bind(&self, namespace: &str, name: &str, binding: &Value, pretty: bool) -> Reply {
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if node.is_empty() {
+            let causes = [validate::Cause {
+                reason: "FieldValueRequired",
+                field: "target.name".into(),
+                message: "Required value".into(),
+            }];
+            return json_reply(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &validate::status("Binding", name, "", &causes),
+            );
+        }
+        let resource = find("", "v1", "pods").unwrap_or(&RESOURCES[0]);
+        for _ in 0..5 {
+            let mut pod = match self.store.get("pods", namespace, name) {
+                Ok(p) => p,
+                Err(e) => return store_error(&e, resource, pretty),
+            };
+            let current = pod
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if !current.is_empty() {
+                return http::status(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    &format!(
+                        "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{current}\""
+                    ),
+                    pretty,
+                );
+            }
+            pod["spec"]["nodeName"] = json!(node);
+            let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+                "lastTransitionTime": crate::store::rfc3339(crate::store::now())});
+            let conditions = pod["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut conditions: Vec<Value> = conditions
+                .into_iter()
+                .filter(|c| c["type"] != "PodScheduled")
+                .collect();
+            conditions.push(scheduled);
+            pod["status"]["conditions"] = json!(conditions);
+            match self.store.update("pods", namespace, pod) {
+                Ok(_) => {
+                    return json_reply(
+                        StatusCode::CREATED,
+                        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                    );
+                }
+                // Changed meanwhile: look again.
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return store_error(&e, resource, pretty),
+            }
+        }
+        http::status(
+            StatusCode::CONFLICT,
+            "Conflict",
+            "the pod kept changing",
+            pretty,
+        )
+    }
+
     /// The object store behind the API (controllers work on it directly).
     #[allow(dead_code)] // until the controllers land
     pub fn store(&self) -> &Arc<Store> {
@@ -385,6 +699,9 @@ impl Api {
                 pretty,
             );
         };
+        if path.trim_end_matches('/') == "/openapi/v2" {
+            return openapi_v2(accept);
+        }
         if let Some(reply) = self.discovery(path) {
             return reply;
         }
@@ -422,8 +739,35 @@ impl Api {
                 pretty,
             );
         }
+        let media = content_type
+            .unwrap_or("application/json")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         let parse_body = || -> Result<Value, Reply> {
-            let value: Value = serde_json::from_slice(body).map_err(|e| {
+            // A patch's media type names the patch kind; its body is JSON.
+            let media = if *method == Method::PATCH {
+                "application/json"
+            } else {
+                media.as_str()
+            };
+            let parsed = match media {
+                "application/json" | "" => serde_json::from_slice(body).map_err(|e| e.to_string()),
+                "application/yaml" => serde_yaml_ng::from_slice(body).map_err(|e| e.to_string()),
+                other => {
+                    return Err(http::status(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "UnsupportedMediaType",
+                        &format!(
+                            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other:?})"
+                        ),
+                        pretty,
+                    ));
+                }
+            };
+            let value: Value = parsed.map_err(|e| {
                 bad_request(
                     &format!("the body of the request was in an unknown format: {e}"),
                     pretty,
@@ -441,35 +785,62 @@ impl Api {
             }
             object
         };
-        // NodeRestriction: a kubelet writes only its own Node.
-        if let Some(node) = caller.and_then(node_of) {
-            let writes = matches!(
-                *method,
-                Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-            );
-            if writes && resource.group.is_empty() && resource.plural == "nodes" {
-                let named = target.name.map(str::to_owned).or_else(|| {
-                    serde_json::from_slice::<Value>(body).ok().and_then(|v| {
-                        v.pointer("/metadata/name")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                    })
+        // Authorization (Node authorizer, RBAC, NodeRestriction): by the
+        // verb, and the name from the path, a create's body or a list's
+        // `metadata.name` field selector.
+        let body_value: Option<Value> = matches!(*method, Method::POST | Method::PUT)
+            .then(|| serde_json::from_slice(body).ok())
+            .flatten();
+        let watching = query_param(query, "watch").is_some_and(|w| w == "true" || w == "1");
+        let verb = match (method, target.name) {
+            (&Method::GET | &Method::HEAD, Some(_)) => "get",
+            (&Method::GET | &Method::HEAD, None) if watching => "watch",
+            (&Method::GET | &Method::HEAD, None) => "list",
+            (&Method::POST, _) => "create",
+            (&Method::PUT, _) => "update",
+            (&Method::PATCH, _) => "patch",
+            (&Method::DELETE, _) => "delete",
+            _ => "unknown",
+        };
+        let selected_name = query_param(query, "fieldSelector").and_then(|f| {
+            f.strip_prefix("metadata.name=")
+                .filter(|n| !n.contains(','))
+                .map(str::to_owned)
+        });
+        let name = target
+            .name
+            .map(str::to_owned)
+            .or_else(|| {
+                body_value
+                    .as_ref()
+                    .and_then(|v| v.pointer("/metadata/name"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .or(selected_name);
+        if let Some(caller) = caller {
+            let request = authz::Request {
+                verb,
+                resource,
+                namespace,
+                name: name.as_deref(),
+                subresource: target.subresource,
+                body: body_value.as_ref(),
+            };
+            if let Err(authz::Forbidden(message)) = authz::authorize(caller, &request, &self.store)
+            {
+                let details = name.as_deref().map(|name| http::Details {
+                    name,
+                    group: resource.group,
+                    kind: resource.plural,
                 });
-                if let Some(other) = named.filter(|n| n != node) {
-                    return http::status_about(
-                        StatusCode::FORBIDDEN,
-                        "Forbidden",
-                        &format!(
-                            "nodes \"{other}\" is forbidden: node \"{node}\" is not allowed to modify node \"{other}\""
-                        ),
-                        Some(http::Details {
-                            name: &other,
-                            group: "",
-                            kind: "nodes",
-                        }),
-                        pretty,
-                    );
-                }
+                return http::status_about(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    &message,
+                    details,
+                    pretty,
+                );
             }
         }
         match (method, target.name, target.subresource) {
@@ -493,11 +864,19 @@ impl Api {
                 };
                 let ns = (!namespace.is_empty()).then_some(namespace);
                 if query_param(query, "watch").is_some_and(|w| w == "true" || w == "1") {
-                    return self.watch(resource, ns, labels, fields, query);
+                    return self.watch(resource, ns, labels, fields, query, accept);
                 }
                 let (items, version) = self
                     .store
                     .list(&key, ns, |o| labels.matches(o) && fields.matches(o));
+                if table::wanted(accept) {
+                    let include =
+                        Include::from_query(query_param(query, "includeObject").as_deref());
+                    return json_reply(
+                        StatusCode::OK,
+                        &table::table(resource, &items, Some(version), include, accept),
+                    );
+                }
                 json_reply(
                     StatusCode::OK,
                     &json!({"kind": format!("{}List", resource.kind), "apiVersion": resource.api_version(),
@@ -506,15 +885,35 @@ impl Api {
             }
             (&Method::GET, Some(name), None | Some("status")) => {
                 match self.store.get(&key, namespace, name) {
+                    Ok(o) if table::wanted(accept) => {
+                        let include =
+                            Include::from_query(query_param(query, "includeObject").as_deref());
+                        json_reply(
+                            StatusCode::OK,
+                            &table::table(resource, &[o], None, include, accept),
+                        )
+                    }
                     Ok(o) => json_reply(StatusCode::OK, &o),
                     Err(e) => store_error(&e, resource, pretty),
                 }
+            }
+            (&Method::POST, Some(name), Some("binding")) if resource.plural == "pods" => {
+                let binding = match parse_body() {
+                    Ok(v) => v,
+                    Err(r) => return r,
+                };
+                self.bind(namespace, name, &binding, pretty)
             }
             (&Method::POST, None, None) => {
                 let object = match parse_body() {
                     Ok(v) => stamp(v),
                     Err(r) => return r,
                 };
+                if let Some(reply) = invalid(resource, &object) {
+                    return reply;
+                }
+                let mut object = object;
+                defaults::on_create(resource, &mut object);
                 match self.store.create(&key, namespace, object) {
                     Ok(o) => json_reply(StatusCode::CREATED, &o),
                     Err(e) => store_error(&e, resource, pretty),
@@ -531,6 +930,11 @@ impl Api {
                         pretty,
                     );
                 }
+                if sub.is_none() {
+                    if let Some(reply) = invalid(resource, &object) {
+                        return reply;
+                    }
+                }
                 if sub == Some("status") {
                     // Only the status changes through the subresource.
                     match self.store.get(&key, namespace, name) {
@@ -546,7 +950,7 @@ impl Api {
                     }
                 }
                 match self.store.update(&key, namespace, object) {
-                    Ok(o) => json_reply(StatusCode::OK, &o),
+                    Ok(o) => json_reply(StatusCode::OK, &self.finish_deletion(resource, o)),
                     Err(e) => store_error(&e, resource, pretty),
                 }
             }
@@ -592,21 +996,42 @@ impl Api {
                     }
                 }
                 match self.store.update(&key, namespace, current) {
-                    Ok(o) => json_reply(StatusCode::OK, &o),
+                    Ok(o) => json_reply(StatusCode::OK, &self.finish_deletion(resource, o)),
                     Err(e) => store_error(&e, resource, pretty),
                 }
             }
             (&Method::DELETE, Some(name), None) => {
-                let options: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-                let uid = options
-                    .pointer("/preconditions/uid")
-                    .and_then(Value::as_str);
-                let version = options
-                    .pointer("/preconditions/resourceVersion")
-                    .and_then(Value::as_str)
-                    .and_then(|v| v.parse().ok());
-                match self.store.delete(&key, namespace, name, uid, version) {
-                    Ok(o) => json_reply(StatusCode::OK, &o),
+                let options: Value = if body.is_empty() {
+                    Value::Null
+                } else {
+                    match serde_json::from_slice(body) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            return bad_request(
+                                &format!("the body of the request was in an unknown format: {e}"),
+                                pretty,
+                            );
+                        }
+                    }
+                };
+                let grace = options
+                    .get("gracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .or_else(|| {
+                        query_param(query, "gracePeriodSeconds").and_then(|g| g.parse().ok())
+                    });
+                let preconditions = Preconditions {
+                    uid: options
+                        .pointer("/preconditions/uid")
+                        .and_then(Value::as_str),
+                    version: options
+                        .pointer("/preconditions/resourceVersion")
+                        .and_then(Value::as_str)
+                        .and_then(|v| v.parse().ok()),
+                };
+                match self.delete_object(resource, namespace, name, grace, preconditions) {
+                    Ok(Deletion::Gone(o)) => json_reply(StatusCode::OK, &o),
+                    Ok(Deletion::Pending(o)) => json_reply(StatusCode::ACCEPTED, &o),
                     Err(e) => store_error(&e, resource, pretty),
                 }
             }
@@ -631,8 +1056,29 @@ impl Api {
         labels: LabelSelector,
         fields: FieldSelector,
         query: Option<&str>,
+        accept: Option<&str>,
     ) -> Reply {
         let key = resource.key();
+        // kubectl get -w asks for Table rows; everyone else for objects.
+        let as_table = table::wanted(accept).then(|| {
+            (
+                Include::from_query(query_param(query, "includeObject").as_deref()),
+                accept.map(str::to_owned),
+            )
+        });
+        let render = move |kind: &str, object: &Value| match &as_table {
+            Some((include, accept)) => watch_line(
+                kind,
+                &table::table(
+                    resource,
+                    std::slice::from_ref(object),
+                    None,
+                    *include,
+                    accept.as_deref(),
+                ),
+            ),
+            None => watch_line(kind, object),
+        };
         let namespace = namespace.map(str::to_owned);
         let in_scope = move |o: &Value| {
             namespace.as_deref().is_none_or(|ns| {
@@ -676,19 +1122,18 @@ impl Api {
         let api_version = resource.api_version();
         tokio::spawn(async move {
             for item in first {
-                let line = watch_line("ADDED", &item["object"]);
+                let line = render("ADDED", &item["object"]);
                 if tx.send(line).await.is_err() {
                     return;
                 }
             }
             let mut last = 0;
-            for event in backlog.into_iter().filter(|e| in_scope(&e.object)) {
+            for event in backlog {
                 last = event.version;
-                if tx
-                    .send(watch_line(event.kind.as_str(), &event.object))
-                    .await
-                    .is_err()
-                {
+                let Some(kind) = scoped_kind(&event, &in_scope) else {
+                    continue;
+                };
+                if tx.send(render(kind, &event.object)).await.is_err() {
                     return;
                 }
             }
@@ -709,11 +1154,14 @@ impl Api {
                     received = events.recv() => match received {
                         Ok(event) => {
                             // Backlog and stream may overlap by a change.
-                            if event.resource != key || event.version <= last || !in_scope(&event.object) {
+                            if event.resource != key || event.version <= last {
                                 continue;
                             }
                             last = event.version;
-                            if tx.send(watch_line(event.kind.as_str(), &event.object)).await.is_err() {
+                            let Some(kind) = scoped_kind(&event, &in_scope) else {
+                                continue;
+                            };
+                            if tx.send(render(kind, &event.object)).await.is_err() {
                                 return;
                             }
                         }

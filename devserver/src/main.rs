@@ -8,7 +8,9 @@
 //! and serves the supervisor API and the Kubernetes API on one HTTPS port.
 
 mod api;
+mod authz;
 mod config;
+mod defaults;
 mod http;
 mod nodepassword;
 mod pki;
@@ -16,7 +18,9 @@ mod selector;
 mod server;
 mod store;
 mod supervisor;
+mod table;
 mod token;
+mod validate;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -152,7 +152,7 @@ impl FieldSelector {
             };
             let field = field.trim();
             let supported = matches!(field, "metadata.name" | "metadata.namespace")
-                || (resource == "pods" && matches!(field, "spec.nodeName" | "status.phase"));
+                || resource_fields(resource).contains(&field);
             if !supported {
                 return Err(SelectorError::Field(field.to_owned()));
             }
@@ -161,16 +161,58 @@ impl FieldSelector {
         Ok(Self(terms))
     }
 
-    /// Whether the object's fields satisfy every term (a missing field is "").
+    /// Whether the object's fields satisfy every term (a missing field is "";
+    /// a boolean is `true`/`false`, as the API server's field sets write it).
     pub fn matches(&self, object: &Value) -> bool {
         self.0.iter().all(|(field, equal, value)| {
-            let pointer = format!("/{}", field.replace('.', "/"));
-            let actual = object
-                .pointer(&pointer)
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            (actual == value) == *equal
+            // An event's `source` is its reporting component.
+            let path = match field.as_str() {
+                "source" => "source.component",
+                other => other,
+            };
+            let pointer = format!("/{}", path.replace('.', "/"));
+            let actual = match object.pointer(&pointer) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Bool(b)) => b.to_string(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ if field == "spec.unschedulable" => "false".to_owned(),
+                _ => String::new(),
+            };
+            (actual == *value) == *equal
         })
+    }
+}
+
+/// The fields besides `metadata.name` and `metadata.namespace` a resource
+/// can be selected by (the API server's `GetAttrs` per resource, 1.21).
+fn resource_fields(resource: &str) -> &'static [&'static str] {
+    match resource {
+        "pods" => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        "events" => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        "secrets" => &["type"],
+        "nodes" => &["spec.unschedulable"],
+        "namespaces" => &["status.phase"],
+        _ => &[],
     }
 }
 

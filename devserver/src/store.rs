@@ -127,6 +127,9 @@ pub struct Event {
     pub object: Value,
     /// The change's version.
     pub version: u64,
+    /// For a modification, the object before it (a watch with a selector
+    /// turns a change into or out of its scope into `ADDED` or `DELETED`).
+    pub previous: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -389,12 +392,20 @@ impl Store {
         self.lock().version
     }
 
-    fn record(&self, inner: &mut Inner, kind: EventType, resource: &str, object: Value) {
+    fn record(
+        &self,
+        inner: &mut Inner,
+        kind: EventType,
+        resource: &str,
+        object: Value,
+        previous: Option<Value>,
+    ) {
         let event = Event {
             kind,
             resource: resource.to_owned(),
             version: inner.version,
             object,
+            previous,
         };
         inner.history.push_back(event.clone());
         while inner.history.len() > HISTORY {
@@ -455,7 +466,7 @@ impl Store {
         Self::persist(&mut inner, &key, Some(&object))?;
         inner.version += 1;
         inner.objects.insert(key, object.clone());
-        self.record(&mut inner, EventType::Added, resource, object.clone());
+        self.record(&mut inner, EventType::Added, resource, object.clone(), None);
         Ok(object)
     }
 
@@ -534,8 +545,14 @@ impl Store {
         set_version(&mut object, inner.version + 1);
         Self::persist(&mut inner, &key, Some(&object))?;
         inner.version += 1;
-        inner.objects.insert(key, object.clone());
-        self.record(&mut inner, EventType::Modified, resource, object.clone());
+        let previous = inner.objects.insert(key, object.clone());
+        self.record(
+            &mut inner,
+            EventType::Modified,
+            resource,
+            object.clone(),
+            previous,
+        );
         Ok(object)
     }
 
@@ -568,7 +585,13 @@ impl Store {
         let mut object = inner.objects.remove(&key).unwrap_or_default();
         inner.version += 1;
         set_version(&mut object, inner.version);
-        self.record(&mut inner, EventType::Deleted, resource, object.clone());
+        self.record(
+            &mut inner,
+            EventType::Deleted,
+            resource,
+            object.clone(),
+            None,
+        );
         Ok(object)
     }
 

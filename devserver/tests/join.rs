@@ -500,7 +500,22 @@ fn the_api_serves_objects_to_certificate_holders_only() {
         (status, conflict["reason"].as_str()),
         (409, Some("Conflict"))
     );
-    let (status, _) = api(&["-X", "DELETE", "URL/api/v1/namespaces/default/pods/web"]);
+    // A bound pod ends gracefully: marked, then gone when its kubelet
+    // deletes it with grace 0.
+    let (status, marked) = api(&["-X", "DELETE", "URL/api/v1/namespaces/default/pods/web"]);
+    assert_eq!(status, 202);
+    assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30);
+    assert!(marked["metadata"]["deletionTimestamp"].is_string());
+    let (status, still) = api(&["URL/api/v1/namespaces/default/pods/web"]);
+    assert_eq!(
+        (status, &still["metadata"]["deletionTimestamp"]),
+        (200, &marked["metadata"]["deletionTimestamp"])
+    );
+    let (status, _) = api(&[
+        "-X",
+        "DELETE",
+        "URL/api/v1/namespaces/default/pods/web?gracePeriodSeconds=0",
+    ]);
     assert_eq!(status, 200);
     let (status, gone) = api(&["URL/api/v1/namespaces/default/pods/web"]);
     assert_eq!(
@@ -569,7 +584,9 @@ fn watches_stream_changes_from_a_version_and_end_at_their_timeout() {
         serde_json::from_slice(&out.stdout).unwrap()
     };
     let create = |ns: &str, name: &str| {
-        let body = format!(r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}}}}"#);
+        let body = format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{{"containers":[{{"name":"c","image":"busybox"}}]}}}}"#
+        );
         call(
             &[
                 "-X",

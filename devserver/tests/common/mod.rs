@@ -130,3 +130,51 @@ pub fn admin_credentials(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::write(dir.join("ca.crt"), field("certificate-authority-data")).unwrap();
     (cert, key)
 }
+
+/// Debian's kubectl 1.20, as setup unpacks it (or `ARMLET_KUBECTL`).
+pub fn kubectl_path() -> PathBuf {
+    std::env::var_os("ARMLET_KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/armlet-dev/kubectl/usr/bin/kubectl"))
+}
+
+impl Devserver {
+    /// Runs kubectl with the admin kubeconfig the server wrote (its own
+    /// HOME, so no cache is shared between tests); (success, stdout, stderr).
+    pub fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
+        self.kubectl_with_input(args, None)
+    }
+
+    /// As [`Devserver::kubectl`], with `input` on its standard input.
+    pub fn kubectl_with_input(&self, args: &[&str], input: Option<&str>) -> (bool, String, String) {
+        use std::io::Write as _;
+        let home = self.dir.join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let mut child = Command::new(kubectl_path())
+            .env("HOME", &home)
+            .env("KUBECONFIG", self.dir.join("data/kubeconfig.yaml"))
+            .args(["--request-timeout", "20s"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (run `cargo xtask setup`)",
+                    kubectl_path().display()
+                )
+            });
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(text) = input {
+            stdin.write_all(text.as_bytes()).unwrap();
+        }
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}

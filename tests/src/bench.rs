@@ -4,12 +4,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// `--armlet <release binary> [--runs N]`.
+/// `--armlet <release binary> [--runs N]` (or another flag naming the binary
+/// under test: `--devserver`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BenchArgs {
-    /// The armlet binary, absolute (drivers may change their mount
+    /// The binary under test, absolute (drivers may change their mount
     /// namespace, which resets their working directory).
-    pub armlet: PathBuf,
+    pub binary: PathBuf,
     /// Runs per tool.
     pub runs: usize,
 }
@@ -21,13 +22,23 @@ impl BenchArgs {
         usage: &str,
         default_runs: usize,
     ) -> Result<Self, String> {
-        let mut armlet = None;
+        Self::parse_with("--armlet", args, usage, default_runs)
+    }
+
+    /// As [`BenchArgs::parse`], with `flag` naming the binary under test.
+    pub fn parse_with(
+        flag: &str,
+        args: impl IntoIterator<Item = String>,
+        usage: &str,
+        default_runs: usize,
+    ) -> Result<Self, String> {
+        let mut binary = None;
         let mut runs = default_runs;
         let mut it = args.into_iter();
         while let Some(arg) = it.next() {
             let mut value = || it.next().ok_or(format!("{arg} needs a value\n{usage}"));
             match arg.as_str() {
-                "--armlet" => armlet = Some(PathBuf::from(value()?)),
+                f if f == flag => binary = Some(PathBuf::from(value()?)),
                 "--runs" => {
                     let v = value()?;
                     runs = v
@@ -39,10 +50,10 @@ impl BenchArgs {
                 other => return Err(format!("unexpected argument `{other}`\n{usage}")),
             }
         }
-        let armlet: PathBuf = armlet.ok_or(format!("--armlet is required\n{usage}"))?;
-        let armlet = std::fs::canonicalize(&armlet)
-            .map_err(|e| format!("--armlet {}: {e}", armlet.display()))?;
-        Ok(Self { armlet, runs })
+        let binary: PathBuf = binary.ok_or(format!("{flag} is required\n{usage}"))?;
+        let binary = std::fs::canonicalize(&binary)
+            .map_err(|e| format!("{flag} {}: {e}", binary.display()))?;
+        Ok(Self { binary, runs })
     }
 }
 
@@ -111,7 +122,13 @@ mod tests {
     #[test]
     fn arguments() {
         let a = BenchArgs::parse(args(&["--armlet", "/bin/sh", "--runs", "3"]), "u", 50).unwrap();
-        assert_eq!((a.armlet.is_absolute(), a.runs), (true, 3));
+        assert_eq!((a.binary.is_absolute(), a.runs), (true, 3));
+        let d = BenchArgs::parse_with("--devserver", args(&["--devserver", "/bin/sh"]), "u", 5)
+            .unwrap();
+        assert_eq!(d.runs, 5);
+        assert!(
+            BenchArgs::parse_with("--devserver", args(&["--armlet", "/bin/sh"]), "u", 5).is_err()
+        );
         assert_eq!(
             BenchArgs::parse(args(&["--armlet", "/bin/sh"]), "u", 50)
                 .unwrap()

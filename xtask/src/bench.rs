@@ -32,6 +32,8 @@ pub enum Bench {
     Runtime,
     /// armlet's image pull against skopeo + umoci, and air-gap re-imports.
     Image,
+    /// The development control plane's start-up time and memory.
+    Devserver,
 }
 
 impl Bench {
@@ -40,10 +42,13 @@ impl Bench {
         match args {
             [name] if name == "runtime" => Ok(Self::Runtime),
             [name] if name == "image" => Ok(Self::Image),
+            [name] if name == "devserver" => Ok(Self::Devserver),
             [name] => Err(fail!(
-                "unknown benchmark `{name}`: there are `runtime` and `image`"
+                "unknown benchmark `{name}`: there are `runtime`, `image` and `devserver`"
             )),
-            _ => Err(fail!("`bench` takes one argument: runtime or image")),
+            _ => Err(fail!(
+                "`bench` takes one argument: runtime, image or devserver"
+            )),
         }
     }
 
@@ -52,6 +57,7 @@ impl Bench {
         match self {
             Self::Runtime => measure(ws, "bench-runtime", &["crun", "runc"], RUNTIME_RUNS),
             Self::Image => measure(ws, "bench-image", &["skopeo", "umoci"], IMAGE_RUNS),
+            Self::Devserver => measure_devserver(ws),
         }
     }
 }
@@ -78,6 +84,23 @@ fn measure(ws: &Workspace, driver: &str, peers: &[&str], runs: u32) -> Result<()
     cmd::run(&mut c)
 }
 
+/// Builds the release devserver and runs `bench-devserver` on it.
+fn measure_devserver(ws: &Workspace) -> Result<()> {
+    // Setup unpacks Debian's kubectl, which the workload drives.
+    setup::run()?;
+    let mut c = ws.cargo("build");
+    c.args(["--package", "armlet-devserver", "--release"]);
+    Workspace::locked(&mut c);
+    cmd::run(&mut c)?;
+    let bin = ws.target_dir.join("release").join("armlet-devserver");
+    let mut c = ws.cargo("run");
+    c.args(["--package", "armlet-tests", "--bin", "bench-devserver"]);
+    Workspace::locked(&mut c);
+    c.env("ARMLET_KUBECTL", setup::kubectl_path());
+    c.arg("--").arg("--devserver").arg(&bin);
+    cmd::run(&mut c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +113,10 @@ mod tests {
     fn bench_takes_exactly_one_known_name() {
         assert_eq!(Bench::parse(&args(&["runtime"])).unwrap(), Bench::Runtime);
         assert_eq!(Bench::parse(&args(&["image"])).unwrap(), Bench::Image);
+        assert_eq!(
+            Bench::parse(&args(&["devserver"])).unwrap(),
+            Bench::Devserver
+        );
         assert!(Bench::parse(&args(&[])).is_err());
         assert!(Bench::parse(&args(&["images"])).is_err());
         assert!(Bench::parse(&args(&["image", "extra"])).is_err());

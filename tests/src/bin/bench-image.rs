@@ -76,7 +76,7 @@ fn run() -> Result<()> {
         return Err("run as root: armlet and umoci unpack layers with their owners".into());
     }
     let armlet = Armlet {
-        bin: args.armlet.clone(),
+        bin: args.binary.clone(),
     };
     armlet.check()?;
 

@@ -58,7 +58,7 @@ fn run() -> Result<()> {
     require_root();
     // `Supervisor::start` runs the binary `ARMLET_BIN_HOST` names.
     // SAFETY: nothing else runs yet: the driver is single-threaded throughout.
-    unsafe { std::env::set_var("ARMLET_BIN_HOST", &args.armlet) };
+    unsafe { std::env::set_var("ARMLET_BIN_HOST", &args.binary) };
 
     // Declared first so they go last: cgroups are removed once every container is
     // gone, the scratch directory (root filesystems, bundles) after that.

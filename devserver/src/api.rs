@@ -12,10 +12,11 @@ use crate::http::{self, Reply};
 use crate::selector::{FieldSelector, LabelSelector};
 use std::sync::Arc;
 
+use crate::serviceaccount::{self, Signer};
 use crate::store::{Store, StoreError};
 use crate::supervisor::Caller;
 use crate::table::{self, Include};
-use crate::{authz, defaults, validate};
+use crate::{authz, defaults, patch, validate};
 
 /// One served resource.
 #[derive(Debug, Clone, Copy)]
@@ -160,6 +161,16 @@ fn scoped_kind(
         },
         (kind, _) => now.then(|| kind.as_str()),
     }
+}
+
+/// Whether a resource's status is written only through its `status`
+/// subresource.
+fn has_status(resource: &Resource) -> bool {
+    resource.group.is_empty()
+        && matches!(
+            resource.plural,
+            "pods" | "nodes" | "services" | "namespaces"
+        )
 }
 
 /// A 422 reply when `object` is not a valid `resource`.
@@ -375,6 +386,9 @@ pub struct ApiRequest<'a> {
     pub accept: Option<&'a str>,
     /// Who sent it, by client certificate.
     pub caller: Option<&'a Caller>,
+    /// A bearer token (`Authorization: Bearer <token>`), checked when there
+    /// is no client certificate.
+    pub bearer: Option<&'a str>,
     /// The body.
     pub body: &'a Bytes,
     /// Pretty-print errors (curl, wget, `?pretty`).
@@ -385,6 +399,10 @@ pub struct ApiRequest<'a> {
 #[derive(Debug)]
 pub struct Api {
     store: Arc<Store>,
+    /// Signs and checks service-account tokens.
+    signer: Signer,
+    /// The server CA (PEM): every namespace's `kube-root-ca.crt`.
+    root_ca: String,
 }
 
 fn store_error(e: &StoreError, resource: &Resource, pretty: bool) -> Reply {
@@ -425,7 +443,7 @@ fn json_reply(code: StatusCode, value: &Value) -> Reply {
 impl Api {
     /// An API over `store`, which gets K3s's initial namespaces if it lacks
     /// them.
-    pub fn over(store: Arc<Store>) -> Self {
+    pub fn over(store: Arc<Store>, signer: Signer, root_ca: String) -> Self {
         for ns in INITIAL_NAMESPACES {
             if store.get("namespaces", "", ns).is_ok() {
                 continue;
@@ -438,7 +456,171 @@ impl Api {
                        "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}),
             );
         }
-        Self { store }
+        let api = Self {
+            store,
+            signer,
+            root_ca,
+        };
+        for ns in INITIAL_NAMESPACES {
+            api.furnish_namespace(ns);
+        }
+        api
+    }
+
+    /// What controllers put in every namespace: the `default` ServiceAccount
+    /// (serviceaccount controller) and the `kube-root-ca.crt` ConfigMap
+    /// (root-ca-cert-publisher), which pods' token volumes read.
+    fn furnish_namespace(&self, namespace: &str) {
+        if self
+            .store
+            .get("serviceaccounts", namespace, "default")
+            .is_err()
+        {
+            let _ = self.store.create(
+                "serviceaccounts",
+                namespace,
+                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
+            );
+        }
+        let data = json!({"ca.crt": self.root_ca});
+        match self.store.get("configmaps", namespace, "kube-root-ca.crt") {
+            Ok(current) if current["data"] == data => {}
+            Ok(mut current) => {
+                current["data"] = data;
+                let _ = self.store.update("configmaps", namespace, current);
+            }
+            Err(_) => {
+                let _ = self.store.create(
+                    "configmaps",
+                    namespace,
+                    json!({"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": "kube-root-ca.crt",
+                                        "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
+                           "data": data}),
+                );
+            }
+        }
+    }
+
+    /// `serviceaccounts/<name>/token`: a TokenRequest answered with a signed
+    /// token for the account (bound to a pod when the request says so).
+    fn token_request(&self, namespace: &str, name: &str, request: &Value, pretty: bool) -> Reply {
+        let resource = find("", "v1", "serviceaccounts").unwrap_or(&RESOURCES[0]);
+        let account = match self.store.get("serviceaccounts", namespace, name) {
+            Ok(a) => a,
+            Err(e) => return store_error(&e, resource, pretty),
+        };
+        let seconds = request
+            .pointer("/spec/expirationSeconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(3600);
+        if seconds < 600 {
+            let causes = [validate::Cause {
+                reason: "FieldValueInvalid",
+                field: "spec.expirationSeconds".into(),
+                message: format!(
+                    "Invalid value: {seconds}: may not specify a duration less than 10 minutes"
+                ),
+            }];
+            return json_reply(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &validate::status("TokenRequest", name, "authentication.k8s.io", &causes),
+            );
+        }
+        let bound = request.pointer("/spec/boundObjectRef");
+        let pod = match bound {
+            Some(b) if b["kind"] == "Pod" => {
+                let pod_name = b["name"].as_str().unwrap_or("");
+                match self.store.get("pods", namespace, pod_name) {
+                    Ok(p) => {
+                        let uid = p
+                            .pointer("/metadata/uid")
+                            .and_then(Value::as_str)
+                            .unwrap_or("");
+                        if b["uid"].as_str().is_some_and(|u| !u.is_empty() && u != uid) {
+                            return http::status(
+                                StatusCode::CONFLICT,
+                                "Conflict",
+                                &format!(
+                                    "the UID in the bound object reference ({}) does not match the UID in record. The object might have been deleted and then recreated",
+                                    b["uid"].as_str().unwrap_or("")
+                                ),
+                                pretty,
+                            );
+                        }
+                        Some((pod_name.to_owned(), uid.to_owned()))
+                    }
+                    Err(e) => {
+                        return store_error(&e, find("", "v1", "pods").unwrap_or(resource), pretty);
+                    }
+                }
+            }
+            Some(_) => return bad_request("cannot bind token to object of this kind", pretty),
+            None => None,
+        };
+        let now = crate::store::now();
+        let subject = serviceaccount::Subject {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        let binding = serviceaccount::Binding {
+            account_uid: account
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            pod: pod.as_ref().map(|(n, u)| (n.as_str(), u.as_str())),
+            audiences: request
+                .pointer("/spec/audiences")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            seconds,
+        };
+        let token = match self.signer.issue(&subject, &binding, now) {
+            Ok(t) => t,
+            Err(e) => {
+                return http::status(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    &e.to_string(),
+                    pretty,
+                );
+            }
+        };
+        let mut reply = request.clone();
+        reply["apiVersion"] = json!("authentication.k8s.io/v1");
+        reply["kind"] = json!("TokenRequest");
+        reply["metadata"] = json!({"name": name, "namespace": namespace,
+                                   "creationTimestamp": crate::store::rfc3339(now)});
+        reply["spec"]["expirationSeconds"] = json!(seconds);
+        if reply["spec"]["audiences"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+        {
+            reply["spec"]["audiences"] = json!([serviceaccount::ISSUER, "k3s"]);
+        }
+        reply["status"] =
+            json!({"token": token, "expirationTimestamp": crate::store::rfc3339(now + seconds)});
+        json_reply(StatusCode::CREATED, &reply)
+    }
+
+    /// The caller a bearer token names, if it is a valid service-account
+    /// token of ours.
+    fn token_caller(&self, bearer: &str) -> Option<Caller> {
+        let subject = self.signer.verify(bearer, crate::store::now()).ok()?;
+        // A token outlives nothing: its account must still exist.
+        self.store
+            .get("serviceaccounts", &subject.namespace, &subject.name)
+            .ok()?;
+        Some(Caller::User {
+            name: subject.user(),
+            groups: subject.groups(),
+        })
     }
 
     /// Deletes an object as the API server does. Pods bound to a node end
@@ -688,9 +870,25 @@ impl Api {
             content_type,
             accept,
             caller,
+            bearer,
             body,
             pretty,
         } = *request;
+        let token_caller = match (caller, bearer) {
+            (None, Some(token)) => match self.token_caller(token) {
+                Some(c) => Some(c),
+                None => {
+                    return http::status(
+                        StatusCode::UNAUTHORIZED,
+                        "Unauthorized",
+                        "Unauthorized",
+                        pretty,
+                    );
+                }
+            },
+            _ => None,
+        };
+        let caller = caller.or(token_caller.as_ref());
         let Some(Caller::User { .. }) = caller else {
             return http::status(
                 StatusCode::UNAUTHORIZED,
@@ -915,9 +1113,23 @@ impl Api {
                 let mut object = object;
                 defaults::on_create(resource, &mut object);
                 match self.store.create(&key, namespace, object) {
-                    Ok(o) => json_reply(StatusCode::CREATED, &o),
+                    Ok(o) => {
+                        if resource.plural == "namespaces" {
+                            if let Some(ns) = o.pointer("/metadata/name").and_then(Value::as_str) {
+                                self.furnish_namespace(ns);
+                            }
+                        }
+                        json_reply(StatusCode::CREATED, &o)
+                    }
                     Err(e) => store_error(&e, resource, pretty),
                 }
+            }
+            (&Method::POST, Some(name), Some("token")) if resource.plural == "serviceaccounts" => {
+                let request = match parse_body() {
+                    Ok(v) => v,
+                    Err(r) => return r,
+                };
+                self.token_request(namespace, name, &request, pretty)
             }
             (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
                 let mut object = match parse_body() {
@@ -947,6 +1159,18 @@ impl Api {
                             object = current;
                         }
                         Err(e) => return store_error(&e, resource, pretty),
+                    }
+                } else if has_status(resource) {
+                    // A replacement of the main resource keeps the status.
+                    if let Ok(current) = self.store.get(&key, namespace, name) {
+                        match current.get("status") {
+                            Some(status) => object["status"] = status.clone(),
+                            None => {
+                                if let Some(map) = object.as_object_mut() {
+                                    map.remove("status");
+                                }
+                            }
+                        }
                     }
                 }
                 match self.store.update(&key, namespace, object) {
@@ -989,7 +1213,31 @@ impl Api {
                 };
                 // A patch never carries the version check unless it says so.
                 let wanted = patch.pointer("/metadata/resourceVersion").cloned();
-                merge_patch(&mut current, &patch);
+                let before_status = current.get("status").cloned();
+                if kind == "application/strategic-merge-patch+json" {
+                    match patch::strategic_merge(&current, &patch, resource.kind) {
+                        Ok(patched) => current = patched,
+                        Err(e) => {
+                            let (code, reason) = e.status();
+                            return http::status(code, reason, &e.to_string(), pretty);
+                        }
+                    }
+                } else {
+                    merge_patch(&mut current, &patch);
+                }
+                // The main resource does not change the status (the
+                // subresource does), as for the API server's Pod, Node,
+                // Service and Namespace.
+                if sub.is_none() && has_status(resource) {
+                    match before_status {
+                        Some(status) => current["status"] = status,
+                        None => {
+                            if let Some(map) = current.as_object_mut() {
+                                map.remove("status");
+                            }
+                        }
+                    }
+                }
                 if wanted.is_none() {
                     if let Some(meta) = current.get_mut("metadata").and_then(Value::as_object_mut) {
                         meta.remove("resourceVersion");
@@ -1191,6 +1439,32 @@ impl Api {
                     "shortNames": r.short}));
                 list.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced,
                     "kind": r.kind, "verbs": ["get", "patch", "update"]}));
+                // The other subresources, as the API server lists them.
+                let extra: &[(&str, &str, &[&str])] = match (r.group, r.plural) {
+                    ("", "pods") => &[
+                        ("attach", "PodAttachOptions", &["create", "get"]),
+                        ("binding", "Binding", &["create"]),
+                        ("exec", "PodExecOptions", &["create", "get"]),
+                        ("log", "Pod", &["get"]),
+                        ("portforward", "PodPortForwardOptions", &["create", "get"]),
+                    ],
+                    ("", "nodes") => &[(
+                        "proxy",
+                        "NodeProxyOptions",
+                        &["create", "delete", "get", "patch", "update"],
+                    )],
+                    ("", "serviceaccounts") => &[("token", "TokenRequest", &["create"])],
+                    _ => &[],
+                };
+                for (sub, kind, verbs) in extra {
+                    let mut entry = json!({"name": format!("{}/{sub}", r.plural), "singularName": "",
+                        "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
+                    if *sub == "token" {
+                        entry["group"] = json!("authentication.k8s.io");
+                        entry["version"] = json!("v1");
+                    }
+                    list.push(entry);
+                }
             }
             list
         };

@@ -116,6 +116,11 @@ pub fn authorize(caller: &Caller, request: &Request<'_>, store: &Store) -> Resul
     if let Some(node) = node_of(caller) {
         return authorize_node(user, node, request, store);
     }
+    // RBAC gives service accounts nothing by default (discovery is served
+    // before authorization).
+    if user.starts_with("system:serviceaccount:") {
+        return Err(rbac_denied(user, request, None));
+    }
     let allowed = (is_read(request.verb) && request.resource.plural != "secrets")
         || (request.resource.plural == "events"
             && matches!(request.verb, "create" | "update" | "patch"));
@@ -283,6 +288,44 @@ fn authorize_node(
                     )),
                 ))
             }
+        }
+        ("", "serviceaccounts", Some("token")) if verb == "create" => {
+            let bound = request.body.and_then(|b| b.pointer("/spec/boundObjectRef"));
+            let Some(pod_name) = bound
+                .filter(|b| b["kind"] == "Pod")
+                .and_then(|b| b["name"].as_str())
+            else {
+                return Err(admission_denied(
+                    request,
+                    "node requested token not bound to a pod",
+                ));
+            };
+            let no_relation = || {
+                rbac_denied(
+                    user,
+                    request,
+                    Some(&format!(
+                        "no relationship found between node '{node}' and this object"
+                    )),
+                )
+            };
+            let Ok(pod) = store.get("pods", request.namespace, pod_name) else {
+                return Err(no_relation());
+            };
+            if !bound_to(&pod, node) {
+                return Err(admission_denied(
+                    request,
+                    "node requested token bound to a pod scheduled on a different node",
+                ));
+            }
+            let account = pod
+                .pointer("/spec/serviceAccountName")
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            if request.name.is_some_and(|n| n != account) {
+                return Err(no_relation());
+            }
+            Ok(())
         }
         ("", "services" | "namespaces", None) if is_read(verb) => Ok(()),
         ("", "events", None) if matches!(verb, "create" | "update" | "patch") => Ok(()),
@@ -608,6 +651,38 @@ mod tests {
     }
 
     #[test]
+    fn a_node_asks_tokens_only_for_its_pods_accounts() {
+        let store = store_with_pods();
+        let n1 = kubelet("n1");
+        let accounts = resource("", "serviceaccounts");
+        let ask = |pod: &str| json!({"spec": {"boundObjectRef": {"kind": "Pod", "name": pod}}});
+        let mine = ask("mine");
+        let mut token = request("create", accounts, "default", Some("default"));
+        token.subresource = Some("token");
+        token.body = Some(&mine);
+        authorize(&n1, &token, &store).unwrap();
+        let theirs = ask("theirs");
+        token.body = Some(&theirs);
+        assert!(
+            authorize(&n1, &token, &store)
+                .unwrap_err()
+                .0
+                .contains("a different node")
+        );
+        let unbound = json!({"spec": {}});
+        token.body = Some(&unbound);
+        assert!(
+            authorize(&n1, &token, &store)
+                .unwrap_err()
+                .0
+                .contains("not bound to a pod")
+        );
+        token.body = Some(&mine);
+        token.name = Some("builder");
+        assert!(authorize(&n1, &token, &store).is_err());
+    }
+
+    #[test]
     fn other_identities_read_all_but_secrets_and_the_admin_does_anything() {
         let store = Store::new();
         let proxy = Caller::User {
@@ -642,6 +717,18 @@ mod tests {
             &store,
         )
         .unwrap();
+        let account = Caller::User {
+            name: "system:serviceaccount:default:default".into(),
+            groups: vec!["system:serviceaccounts".into()],
+        };
+        assert!(
+            authorize(
+                &account,
+                &request("list", resource("", "pods"), "default", None),
+                &store
+            )
+            .is_err()
+        );
         assert!(
             authorize(
                 &Caller::Anonymous,

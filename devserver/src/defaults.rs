@@ -2,8 +2,9 @@
 //! functions of `k8s.io/api` and the admission plugins K3s enables
 //! (ServiceAccount, DefaultTolerationSeconds) for pods, whose spec a kubelet
 //! reads as given; and a pod's initial status (`Pending`, its QoS class).
-//! The service-account token volume is not added: the devserver has no
-//! TokenRequest API to fill it.
+//! Pods get the `kube-api-access-<suffix>` volume the ServiceAccount
+//! admission plugin adds (a projected service-account token, the cluster CA
+//! from `kube-root-ca.crt` and the namespace), mounted in every container.
 
 use serde_json::{Map, Value, json};
 
@@ -134,12 +135,71 @@ pub fn on_create(resource: &Resource, object: &mut Value) {
             }
         }
     }
+    add_api_access(spec);
     let qos = qos_class(&Value::Object(spec.clone()));
     if let Some(map) = object.as_object_mut() {
         map.insert(
             "status".into(),
             json!({"phase": "Pending", "qosClass": qos}),
         );
+    }
+}
+
+/// Where the service-account volume is mounted.
+const API_ACCESS_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The ServiceAccount admission plugin's token volume (1.21, bound tokens):
+/// unless the pod opts out or already mounts something there.
+fn add_api_access(spec: &mut Map<String, Value>) {
+    if spec.get("automountServiceAccountToken") == Some(&Value::Bool(false)) {
+        return;
+    }
+    let containers = || {
+        ["initContainers", "containers", "ephemeralContainers"]
+            .into_iter()
+            .filter_map(|f| spec.get(f).and_then(Value::as_array))
+            .flatten()
+    };
+    let mounted = containers().any(|c| {
+        c["volumeMounts"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["mountPath"] == API_ACCESS_PATH))
+    });
+    if mounted {
+        return;
+    }
+    let suffix: String = crate::store::uuid()
+        .chars()
+        .filter(char::is_ascii_lowercase)
+        .chain("abcde".chars())
+        .take(5)
+        .collect();
+    let name = format!("kube-api-access-{suffix}");
+    let volume = json!({
+        "name": name,
+        "projected": {
+            "defaultMode": 420,
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"items": [{"key": "ca.crt", "path": "ca.crt"}], "name": "kube-root-ca.crt"}},
+                {"downwardAPI": {"items": [{"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}, "path": "namespace"}]}},
+            ],
+        },
+    });
+    let volumes = spec.entry("volumes").or_insert_with(|| json!([]));
+    if let Some(list) = volumes.as_array_mut() {
+        list.push(volume);
+    }
+    for field in ["initContainers", "containers"] {
+        let Some(list) = spec.get_mut(field).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for container in list.iter_mut().filter_map(Value::as_object_mut) {
+            let mounts = container.entry("volumeMounts").or_insert_with(|| json!([]));
+            if let Some(mounts) = mounts.as_array_mut() {
+                mounts.push(json!({"mountPath": API_ACCESS_PATH, "name": name, "readOnly": true}));
+            }
+        }
     }
 }
 
@@ -177,6 +237,36 @@ mod tests {
         // Again: nothing doubles.
         on_create(pods(), &mut pod);
         assert_eq!(pod["spec"]["tolerations"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_recorded_pods_spec_is_what_its_manifest_becomes() {
+        let text = include_str!("../fixtures/recorded-k3s-v1.21/busybox-pod-status.yaml");
+        let recorded: Value = serde_yaml_ng::from_str(text).unwrap();
+        let applied =
+            recorded["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+                .as_str()
+                .unwrap();
+        let mut pod: Value = serde_json::from_str(applied).unwrap();
+        on_create(pods(), &mut pod);
+        // The volume's suffix is random: name it as recorded.
+        let recorded_name = recorded["spec"]["volumes"][0]["name"].clone();
+        let ours = pod["spec"]["volumes"][0]["name"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            ours.starts_with("kube-api-access-")
+                && ours.len() == recorded_name.as_str().unwrap().len()
+        );
+        pod["spec"]["volumes"][0]["name"] = recorded_name.clone();
+        pod["spec"]["containers"][0]["volumeMounts"][0]["name"] = recorded_name;
+        assert_eq!(pod["spec"], recorded["spec"]);
+        assert_eq!(pod["status"]["phase"], "Pending");
+        // Opting out, or mounting something there, leaves it be.
+        let mut own = json!({"spec": {"automountServiceAccountToken": false, "containers": [{"name": "c", "image": "x"}]}});
+        on_create(pods(), &mut own);
+        assert!(own["spec"].get("volumes").is_none());
     }
 
     #[test]

@@ -10,12 +10,16 @@
 mod api;
 mod authz;
 mod config;
+mod controllers;
 mod defaults;
 mod http;
+mod kubelet;
 mod nodepassword;
+mod patch;
 mod pki;
 mod selector;
 mod server;
+mod serviceaccount;
 mod store;
 mod supervisor;
 mod table;
@@ -72,6 +76,10 @@ struct Cli {
     /// Extra names or addresses for the serving certificate (repeatable).
     #[arg(long)]
     tls_san: Vec<String>,
+    /// Controller timings and the node CIDR size (hidden, spelled as
+    /// kube-controller-manager's flags).
+    #[command(flatten)]
+    controllers: controllers::Flags,
 }
 
 fn main() -> Result<()> {
@@ -96,7 +104,8 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run(settings, cli.token))
+    let controller_config = controllers::Config::new(settings.cluster_cidr, &cli.controllers)?;
+    runtime.block_on(run(settings, cli.token, controller_config))
 }
 
 /// Creates a private directory (0700) and its parents.
@@ -124,7 +133,11 @@ fn kept_secret(path: &Path, make: impl FnOnce() -> String) -> Result<String> {
     }
 }
 
-async fn run(settings: Settings, token_flag: Option<String>) -> Result<()> {
+async fn run(
+    settings: Settings,
+    token_flag: Option<String>,
+    controller_config: controllers::Config,
+) -> Result<()> {
     let server_dir = settings.data_dir.join("server");
     let tls_dir = server_dir.join("tls");
     let cred_dir = server_dir.join("cred");
@@ -186,6 +199,11 @@ async fn run(settings: Settings, token_flag: Option<String>) -> Result<()> {
     let node_passwords =
         NodePasswords::open(Arc::clone(&store), &cred_dir.join("node-passwords.json"))
             .context("node passwords")?;
+    // Agents' tunnels, and the apiserver's kubelet client that dials through them.
+    let kubelets = Arc::new(
+        kubelet::Kubelets::new(&pki, armlet_tunnel::Tunnels::new()).context("kubelet client")?,
+    );
+    let root_ca = pki.server_ca_pem().to_owned();
     let supervisor = Arc::new(Supervisor::new(
         settings.clone(),
         pki,
@@ -200,9 +218,12 @@ async fn run(settings: Settings, token_flag: Option<String>) -> Result<()> {
         server_dir.join("token").display(),
         settings.kubeconfig.display()
     );
-    let api = Arc::new(api::Api::over(Arc::clone(&store)));
+    let signer = serviceaccount::Signer::load_or_create(&tls_dir.join("service.key"))
+        .context("service-account key")?;
+    let api = Arc::new(api::Api::over(Arc::clone(&store), signer, root_ca));
+    controllers::spawn(Arc::clone(&store), controller_config);
     tokio::select! {
-        result = server::serve(listener, Arc::new(tls), supervisor, api) => result.context("serving")?,
+        result = server::serve(listener, Arc::new(tls), supervisor, api, kubelets) => result.context("serving")?,
         _ = shutdown() => eprintln!("armlet-devserver: stopping"),
     }
     Ok(())

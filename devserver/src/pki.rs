@@ -58,6 +58,7 @@ const KUBE_PROXY: &str = "client-kube-proxy";
 const K3S_CONTROLLER: &str = "client-k3s-controller";
 const ADMIN: &str = "client-admin";
 const LISTENER: &str = "serving-kube-apiserver";
+const KUBE_APISERVER_CLIENT: &str = "client-kube-apiserver";
 
 /// Go's `duration365d * 10` for CAs.
 const CA_DAYS: i64 = 3650;
@@ -422,6 +423,47 @@ impl Pki {
                 Ok(format!("{leaf}{}", self.client_ca.cert_pem))
             }
         }
+    }
+
+    /// The client certificate the API server shows kubelets (k3s's
+    /// `client-kube-apiserver.{crt,key}`: CN `kube-apiserver`, no O,
+    /// clientAuth, client CA): the chain (leaf, CA) and key for rustls.
+    ///
+    /// Persisted like the other fixed client certificates, but made on first
+    /// use (so data dirs from before it get one) and reissued with the same
+    /// key when it no longer chains to the client CA or has expired.
+    pub fn client_kube_apiserver(
+        &self,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
+        let spec = LeafSpec {
+            common_name: "kube-apiserver",
+            organization: None,
+            usage: Usage::ClientAuth,
+            dns_names: &[],
+            ips: &[],
+        };
+        let (crt_pem, key_pem, _) = ensure_cert_file(
+            &self.dir,
+            KUBE_APISERVER_CLIENT,
+            &self.client_ca,
+            &spec,
+            false,
+            None,
+            now(),
+        )?;
+        let crt_path = self.dir.join(format!("{KUBE_APISERVER_CLIENT}.crt"));
+        let chain = read_certs_from(&crt_path, crt_pem.as_bytes())?;
+        let key = pkcs8_of_pem(&key_pem).ok_or_else(|| PkiError::BadFile {
+            path: self.dir.join(format!("{KUBE_APISERVER_CLIENT}.key")),
+            reason: "no usable PRIVATE KEY block".to_owned(),
+        })?;
+        Ok((chain, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key))))
+    }
+
+    /// The server CA certificate (first of its file): what kubelet serving
+    /// certificates are checked against.
+    pub fn server_ca_der(&self) -> &CertificateDer<'static> {
+        &self.server_ca.der
     }
 
     /// The admin client certificate (CN `system:admin`, O `system:masters`,
@@ -1523,6 +1565,23 @@ Yw==
             leaf.public_key().subject_public_key.data.as_ref(),
             pair.public_key_raw()
         );
+    }
+
+    #[test]
+    fn the_kube_apiserver_client_certificate_is_made_once_and_kept() {
+        let dir = TempDir::new();
+        let pki = Pki::load_or_create(&dir.0).unwrap();
+        let (chain, _key) = pki.client_kube_apiserver().unwrap();
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[1].as_ref(), pki.client_ca_der().as_ref());
+        verify_client(pki.client_ca_der(), &chain).unwrap();
+        let (_, leaf) = X509Certificate::from_der(&chain[0]).unwrap();
+        assert_eq!(leaf.subject().to_string(), "CN=kube-apiserver");
+        assert_eq!(mode(&dir.0.join("client-kube-apiserver.key")) & 0o077, 0);
+        // The same certificate from the same files, after a reload too.
+        assert_eq!(pki.client_kube_apiserver().unwrap().0, chain);
+        let again = Pki::load_or_create(&dir.0).unwrap();
+        assert_eq!(again.client_kube_apiserver().unwrap().0, chain);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{Api, ApiRequest};
 use crate::http::{self, Reply};
+use crate::kubelet::{self, Kubelets};
 use crate::supervisor::{Call, Caller, Supervisor};
 
 /// Largest request body read (the API server's limit is 3 MiB).
@@ -78,6 +79,7 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     supervisor: Arc<Supervisor>,
     api: Arc<Api>,
+    kubelets: Arc<Kubelets>,
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
@@ -85,6 +87,7 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let supervisor = Arc::clone(&supervisor);
         let api = Arc::clone(&api);
+        let kubelets = Arc::clone(&kubelets);
         tokio::spawn(async move {
             // A client that fails the handshake (wrong CA, not TLS) is simply
             // dropped, as Go's server does; the server carries on.
@@ -100,10 +103,11 @@ pub async fn serve(
             let service = hyper::service::service_fn(move |request| {
                 let supervisor = Arc::clone(&supervisor);
                 let api = Arc::clone(&api);
+                let kubelets = Arc::clone(&kubelets);
                 let caller = caller.clone();
                 async move {
                     Ok::<_, std::convert::Infallible>(
-                        respond(&supervisor, &api, caller, request).await,
+                        respond(&supervisor, &api, &kubelets, caller, request).await,
                     )
                 }
             });
@@ -115,13 +119,21 @@ pub async fn serve(
     }
 }
 
-/// One request: the supervisor's if it is one, else the Kubernetes API's.
+/// One request: the tunnel's and the kubelets' (before the body is read:
+/// upgrades and streams need the raw request), else the supervisor's if it
+/// is one, else the Kubernetes API's.
 async fn respond(
     supervisor: &Supervisor,
     api: &Api,
+    kubelets: &Kubelets,
     caller: Option<Caller>,
     request: Request<Incoming>,
 ) -> Reply {
+    if let Some(route) = kubelet::route(request.uri().path()) {
+        return kubelets
+            .handle(route, supervisor, api, caller, request)
+            .await;
+    }
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
@@ -167,6 +179,12 @@ async fn respond(
             .get(hyper::header::ACCEPT)
             .and_then(|v| v.to_str().ok()),
         caller: caller.as_ref(),
+        bearer: parts
+            .headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim),
         body: &body,
         pretty,
     })

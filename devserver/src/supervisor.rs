@@ -4,7 +4,8 @@
 //! agents see: `/cacerts` and `/ping` are open; the `/v1-k3s/*` files need
 //! HTTP Basic credentials of a user in group `k3s:agent` (no credentials: 403,
 //! wrong ones: 401, another group: 403, all with empty bodies);
-//! `/v1-k3s/connect` needs a `system:nodes` identity; `/db/info` needs
+//! `/v1-k3s/connect` needs a `system:nodes` identity (served by
+//! `kubelet.rs`, before the body is read); `/db/info` needs
 //! `k3s:server`; everything else falls through to the Kubernetes API, which
 //! accepts no Basic credentials (401 `Status`).
 
@@ -183,10 +184,6 @@ impl Supervisor {
         };
         let reply = match call.path {
             "/db/info" => gate("k3s:server").unwrap_or_else(|| self.api_fallback(call, &caller)),
-            "/v1-k3s/connect" => gate("system:nodes").unwrap_or_else(|| {
-                // The tunnel comes with the kubelet API issue.
-                http::plain_error(StatusCode::NOT_IMPLEMENTED, "tunnel not available yet")
-            }),
             "/v1-k3s/config" => gate("k3s:agent").unwrap_or_else(|| {
                 let config = self.settings.control_config(&self.ipsec_psk);
                 match serde_json::to_vec(&config) {

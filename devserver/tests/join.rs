@@ -585,7 +585,8 @@ fn watches_stream_changes_from_a_version_and_end_at_their_timeout() {
     };
     let create = |ns: &str, name: &str| {
         let body = format!(
-            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{{"containers":[{{"name":"c","image":"busybox"}}]}}}}"#
+            // Another scheduler's pod: the devserver's scheduler leaves it be.
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{{"schedulerName":"elsewhere","containers":[{{"name":"c","image":"busybox"}}]}}}}"#
         );
         call(
             &[

@@ -130,7 +130,7 @@ fn kubectl_gets_applies_labels_and_deletes() {
             "0/1",
             "Pending",
             "0",
-            &words(lines[1])[4],
+            words(lines[1])[4],
             "<none>",
             "<none>",
             "<none>",
@@ -151,18 +151,77 @@ fn kubectl_gets_applies_labels_and_deletes() {
     assert!(ok);
     assert_eq!(out, "");
 
+    // kubectl patch is a strategic merge patch: containers merge by name, so
+    // the command stays while the image changes.
+    let (ok, out, err) = server.kubectl(&[
+        "patch",
+        "pod",
+        "hello",
+        "-p",
+        r#"{"spec":{"containers":[{"name":"hello","image":"busybox:1.36"}]}}"#,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "pod/hello patched");
+    let (ok, out, _) = server.kubectl(&[
+        "get",
+        "pod",
+        "hello",
+        "-o",
+        "jsonpath={.spec.containers[0].image} {.spec.containers[0].command}",
+    ]);
+    assert!(ok);
+    assert_eq!(out, r#"busybox:1.36 ["sleep","3600"]"#);
+
     // Other kinds, and describe (which lists events by field selectors).
     let (ok, out, err) = server.kubectl(&["create", "configmap", "settings", "--from-literal=a=b"]);
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "configmap/settings created");
     let (ok, out, err) = server.kubectl(&["get", "configmaps"]);
     assert!(ok, "{err}");
-    assert_eq!(words(out.lines().nth(1).unwrap())[..2], ["settings", "1"]);
+    // Every namespace also holds the cluster CA, as K3s's publisher puts it.
+    let names: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| words(l)[..2].to_vec())
+        .collect();
+    assert_eq!(names, [["kube-root-ca.crt", "1"], ["settings", "1"]]);
     let (ok, out, err) = server.kubectl(&["describe", "node", "rust-edge-1"]);
     assert!(ok, "{err}");
     assert!(out.contains("Name:               rust-edge-1"), "{out}");
     let (ok, _, err) = server.kubectl(&["get", "events", "--all-namespaces"]);
     assert!(ok, "{err}");
+
+    // A service-account token (TokenRequest) authenticates as its account,
+    // which RBAC lets do nothing; a forged one is refused.
+    let (ok, out, err) = server.kubectl_with_input(
+        &["create", "--raw", "/api/v1/namespaces/default/serviceaccounts/default/token", "-f", "-"],
+        Some(r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":3600}}"#),
+    );
+    assert!(ok, "{err}");
+    let request: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let token = request["status"]["token"].as_str().unwrap();
+    let bearer = |token: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--cacert"])
+            .arg(dir.join("ca.crt"))
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .arg(format!("{}/api/v1/namespaces/default/pods", server.url))
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    common::admin_credentials(&dir);
+    let denied = bearer(token);
+    assert_eq!(denied["code"], 403);
+    assert_eq!(
+        denied["message"],
+        "pods is forbidden: User \"system:serviceaccount:default:default\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
+    );
+    // The signature's first character changed (never the same one again).
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let first = if signature.starts_with('A') { 'B' } else { 'A' };
+    let forged = format!("{signed}.{first}{}", &signature[1..]);
+    assert_eq!(bearer(&forged)["code"], 401);
 
     // Errors read as the API server's.
     let bad = POD.replace("name: hello\n  labels", "name: Hello_There\n  labels");

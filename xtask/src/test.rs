@@ -18,6 +18,7 @@ const ARM_TEST_CRATES: &[&str] = &[
     "armlet-image",
     "armlet-resolve",
     "armlet-runtime",
+    "armlet-tunnel",
 ];
 
 /// Runs every stage, printing how long each took, and fails on the first failure.

@@ -178,3 +178,80 @@ impl Devserver {
         )
     }
 }
+
+/// A node's kubelet certificates, fetched as an agent fetches them (Basic
+/// `node:<token password>` and the node headers), each written as
+/// `<dir>/<node>-{serving,client}.{crt,key}`.
+pub struct NodeCredentials {
+    /// The serving certificate chain (leaf, server CA), PEM.
+    pub serving_crt: PathBuf,
+    /// Its key, PEM.
+    pub serving_key: PathBuf,
+    /// The client certificate chain (CN `system:node:<node>`), PEM.
+    pub client_crt: PathBuf,
+    /// Its key, PEM.
+    pub client_key: PathBuf,
+}
+
+/// Joins `node` (node password `<node>-password`, node IP 127.0.0.1) and
+/// keeps the two kubelet certificates the supervisor hands out.
+pub fn join_node(server: &Devserver, node: &str) -> NodeCredentials {
+    let ca = server.dir.join("data/server/tls/server-ca.crt");
+    let fetch = |what: &str| -> (PathBuf, PathBuf) {
+        let (status, _, body) = server.curl(&[
+            "--cacert".into(),
+            ca.display().to_string(),
+            "-u".into(),
+            format!("node:{PASSWORD}"),
+            "-H".into(),
+            format!("k3s-Node-Name: {node}"),
+            "-H".into(),
+            format!("k3s-Node-Password: {node}-password"),
+            "-H".into(),
+            "k3s-Node-IP: 127.0.0.1".into(),
+            format!("{}/v1-k3s/{what}-kubelet.crt", server.url),
+        ]);
+        assert_eq!(status, 200, "{what}: {}", String::from_utf8_lossy(&body));
+        // Certificates first, the (2021-style shared) key last.
+        let text = String::from_utf8(body).unwrap();
+        let at = text.find("-----BEGIN EC PRIVATE KEY").unwrap();
+        let crt = server.dir.join(format!("{node}-{what}.crt"));
+        let key = server.dir.join(format!("{node}-{what}.key"));
+        std::fs::write(&crt, &text[..at]).unwrap();
+        std::fs::write(&key, &text[at..]).unwrap();
+        (crt, key)
+    };
+    let (serving_crt, serving_key) = fetch("serving");
+    let (client_crt, client_key) = fetch("client");
+    NodeCredentials {
+        serving_crt,
+        serving_key,
+        client_crt,
+        client_key,
+    }
+}
+
+impl Devserver {
+    /// curl with a client certificate against the API, trusting the server
+    /// CA; (status, content type, body).
+    pub fn curl_as(
+        &self,
+        cert: &Path,
+        key: &Path,
+        args: &[&str],
+    ) -> (u16, Option<String>, Vec<u8>) {
+        let mut all: Vec<String> = vec![
+            "--cacert".into(),
+            self.dir
+                .join("data/server/tls/server-ca.crt")
+                .display()
+                .to_string(),
+            "--cert".into(),
+            cert.display().to_string(),
+            "--key".into(),
+            key.display().to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.replace("URL", &self.url)));
+        self.curl(&all)
+    }
+}

@@ -6,6 +6,7 @@
 //! they are (`ARMLET_BIN_HOST`, `ARMLET_BIN_AARCH64`, `ARMLET_BIN_ARMV7`).
 
 pub mod bench;
+pub mod devserver;
 pub mod elf;
 pub mod node;
 pub mod oci;

@@ -60,8 +60,18 @@ fn run_stages(ws: &Workspace, stages: &mut Stages) -> Result<()> {
         binaries.push((target, bin));
     }
 
+    // The agent's end-to-end tests join the development control plane.
+    let devserver = stages.run("build devserver", || {
+        let mut c = ws.cargo("build");
+        c.args(["--package", "armlet-devserver"]);
+        Workspace::locked(&mut c);
+        cmd::run(&mut c)?;
+        Ok(ws.target_dir.join("debug").join("armlet-devserver"))
+    })?;
+
     stages.run("host tests", || {
         let mut c = ws.cargo("test");
+        c.env("ARMLET_DEVSERVER", &devserver);
         c.arg("--workspace");
         Workspace::locked(&mut c);
         // The devserver's tests drive Debian's kubectl 1.20, which setup unpacked.

@@ -672,3 +672,116 @@ fn watches_stream_changes_from_a_version_and_end_at_their_timeout() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_api_answers_bad_requests_as_the_api_server_and_carries_on() {
+    let dir = scratch("api-bad-input");
+    let server = Devserver::start(&dir);
+    let (cert, key) = admin_credentials(&dir);
+    let send =
+        |content_type: &str, method: &str, body: &str, path: &str| -> (u16, serde_json::Value) {
+            let (status, _, body) = server.curl_as(
+                &cert,
+                &key,
+                &[
+                    "-X",
+                    method,
+                    "-H",
+                    &format!("Content-Type: {content_type}"),
+                    "--data-binary",
+                    body,
+                    &format!("URL{path}"),
+                ],
+            );
+            (
+                status,
+                serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+            )
+        };
+    let pods = "/api/v1/namespaces/default/pods";
+    // YAML is a body format the API server takes; broken YAML is a 400.
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  a: b\n";
+    let (status, created) = send(
+        "application/yaml",
+        "POST",
+        yaml,
+        "/api/v1/namespaces/default/configmaps",
+    );
+    assert_eq!(
+        (status, &created["data"]["a"]),
+        (201, &serde_json::json!("b"))
+    );
+    let (status, error) = send("application/yaml", "POST", "metadata: [unclosed", pods);
+    assert_eq!(
+        (status, error["reason"].as_str()),
+        (400, Some("BadRequest"))
+    );
+    // A media type it does not take.
+    let (status, error) = send("text/plain", "POST", "{}", pods);
+    assert_eq!(
+        (status, error["reason"].as_str()),
+        (415, Some("UnsupportedMediaType"))
+    );
+    // Nesting deeper than any object: refused, not a crash.
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let (status, _) = send("application/json", "POST", &deep, pods);
+    assert_eq!(status, 400);
+    // A strategic merge patch with a list element missing its merge key.
+    let (status, _) = send(
+        "application/json",
+        "POST",
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"schedulerName":"elsewhere","containers":[{"name":"c","image":"busybox"}]}}"#,
+        pods,
+    );
+    assert_eq!(status, 201);
+    let (status, error) = send(
+        "application/strategic-merge-patch+json",
+        "PATCH",
+        r#"{"spec":{"containers":[{"image":"other"}]}}"#,
+        &format!("{pods}/p"),
+    );
+    assert_eq!(status, 500, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not contain declared merge key: name"),
+        "{error}"
+    );
+    // Invalid objects: 422 with the field.
+    let (status, error) = send(
+        "application/json",
+        "POST",
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"q"},"spec":{"containers":[{"name":"c"}]}}"#,
+        pods,
+    );
+    assert_eq!(status, 422);
+    assert_eq!(
+        error["details"]["causes"][0]["field"],
+        "spec.containers[0].image"
+    );
+    // A watch from a version that is not a number.
+    let (status, _, body) = server.curl_as(
+        &cert,
+        &key,
+        &[&format!(
+            "URL{pods}?watch=1&resourceVersion=abc&timeoutSeconds=1"
+        )],
+    );
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("\"ERROR\""));
+    // A bearer token that is no token.
+    let (status, _, _) = server.curl(&[
+        "--cacert".into(),
+        dir.join("ca.crt").display().to_string(),
+        "-H".into(),
+        "Authorization: Bearer not.a.token".into(),
+        format!("{}{pods}", server.url),
+    ]);
+    assert_eq!(status, 401);
+    // Still serving.
+    let (status, _, _) = server.curl_as(&cert, &key, &[&format!("URL{pods}/p")]);
+    assert_eq!(status, 200);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

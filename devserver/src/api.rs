@@ -270,6 +270,15 @@ struct Target<'a> {
     subresource: Option<&'a str>,
 }
 
+/// The served resource named `plural` (any group), for tests.
+#[cfg(test)]
+pub fn resource_named(plural: &str) -> &'static Resource {
+    RESOURCES
+        .iter()
+        .find(|r| r.plural == plural)
+        .unwrap_or_else(|| panic!("no resource {plural}"))
+}
+
 fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
     RESOURCES
         .iter()

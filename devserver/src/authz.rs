@@ -271,11 +271,12 @@ fn authorize_node(
             };
             let (pods, _) = store.list("pods", Some(request.namespace), |p| bound_to(p, node));
             let related = pods.iter().any(|pod| {
-                if request.resource.plural == "secrets" {
-                    secret_names(pod).any(|s| s == name)
+                let kind = if request.resource.plural == "secrets" {
+                    Referenced::Secret
                 } else {
-                    config_map_names(pod).any(|c| c == name)
-                }
+                    Referenced::ConfigMap
+                };
+                referenced_names(pod, kind).any(|n| n == name)
             });
             if related {
                 Ok(())
@@ -354,66 +355,64 @@ fn volumes(pod: &Value) -> impl Iterator<Item = &Value> {
         .flatten()
 }
 
-/// The Secrets a pod refers to (as the Node authorizer's graph records them):
-/// image pull secrets, volumes (secret and projected), env and envFrom.
-fn secret_names(pod: &Value) -> impl Iterator<Item = &str> {
+/// What a pod reference names: a Secret or a ConfigMap.
+#[derive(Clone, Copy)]
+enum Referenced {
+    Secret,
+    ConfigMap,
+}
+
+impl Referenced {
+    /// Where a volume, a projected source, an env `valueFrom` and an
+    /// `envFrom` name an object of this kind.
+    fn pointers(self) -> [&'static str; 4] {
+        match self {
+            Self::Secret => [
+                "/secret/secretName",
+                "/secret/name",
+                "/valueFrom/secretKeyRef/name",
+                "/secretRef/name",
+            ],
+            Self::ConfigMap => [
+                "/configMap/name",
+                "/configMap/name",
+                "/valueFrom/configMapKeyRef/name",
+                "/configMapRef/name",
+            ],
+        }
+    }
+}
+
+/// The Secrets or ConfigMaps a pod refers to (as the Node authorizer's graph
+/// records them): volumes (direct and projected), env and envFrom, and for
+/// Secrets the image pull secrets.
+fn referenced_names(pod: &Value, kind: Referenced) -> impl Iterator<Item = &str> {
+    let [volume, projected, env, env_from] = kind.pointers();
     let pull = pod
         .pointer("/spec/imagePullSecrets")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+        .filter(move |_| matches!(kind, Referenced::Secret))
         .filter_map(|s| s["name"].as_str());
-    let from_volumes = volumes(pod).flat_map(|v| {
-        let direct = v.pointer("/secret/secretName").and_then(Value::as_str);
-        let projected = v
+    let from_volumes = volumes(pod).flat_map(move |v| {
+        let direct = v.pointer(volume).and_then(Value::as_str);
+        let sources = v
             .pointer("/projected/sources")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|s| s.pointer("/secret/name").and_then(Value::as_str));
-        direct.into_iter().chain(projected)
+            .filter_map(move |s| s.pointer(projected).and_then(Value::as_str));
+        direct.into_iter().chain(sources)
     });
-    let from_env = containers(pod).flat_map(|c| {
-        let env = c["env"].as_array().into_iter().flatten().filter_map(|e| {
-            e.pointer("/valueFrom/secretKeyRef/name")
-                .and_then(Value::as_str)
-        });
-        let env_from = c["envFrom"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.pointer("/secretRef/name").and_then(Value::as_str));
+    let from_env = containers(pod).flat_map(move |c| {
+        let list = |field: &str| c[field].as_array().into_iter().flatten();
+        let env = list("env").filter_map(move |e| e.pointer(env).and_then(Value::as_str));
+        let env_from =
+            list("envFrom").filter_map(move |e| e.pointer(env_from).and_then(Value::as_str));
         env.chain(env_from)
     });
     pull.chain(from_volumes).chain(from_env)
-}
-
-/// The ConfigMaps a pod refers to: volumes (configMap and projected), env and
-/// envFrom.
-fn config_map_names(pod: &Value) -> impl Iterator<Item = &str> {
-    let from_volumes = volumes(pod).flat_map(|v| {
-        let direct = v.pointer("/configMap/name").and_then(Value::as_str);
-        let projected = v
-            .pointer("/projected/sources")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s.pointer("/configMap/name").and_then(Value::as_str));
-        direct.into_iter().chain(projected)
-    });
-    let from_env = containers(pod).flat_map(|c| {
-        let env = c["env"].as_array().into_iter().flatten().filter_map(|e| {
-            e.pointer("/valueFrom/configMapKeyRef/name")
-                .and_then(Value::as_str)
-        });
-        let env_from = c["envFrom"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.pointer("/configMapRef/name").and_then(Value::as_str));
-        env.chain(env_from)
-    });
-    from_volumes.chain(from_env)
 }
 
 #[cfg(test)]

@@ -208,10 +208,7 @@ mod tests {
     use super::*;
 
     fn pods() -> &'static Resource {
-        crate::api::RESOURCES
-            .iter()
-            .find(|r| r.plural == "pods")
-            .unwrap()
+        crate::api::resource_named("pods")
     }
 
     #[test]

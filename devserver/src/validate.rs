@@ -189,12 +189,7 @@ pub fn status(kind: &str, name: &str, group: &str, causes: &[Cause]) -> Value {
 mod tests {
     use super::*;
 
-    fn resource(plural: &str) -> &'static Resource {
-        crate::api::RESOURCES
-            .iter()
-            .find(|r| r.plural == plural)
-            .unwrap()
-    }
+    use crate::api::resource_named as resource;
 
     #[test]
     fn names_follow_rfc_1123() {

@@ -280,7 +280,7 @@ impl NodeLifecycle {
             Entry::Vacant(entry) => {
                 // First sight (or a restart): as upstream, the clock starts
                 // now, or at creation for a node that never posted status.
-                let created = super::parse_rfc3339(str_at(node, "/metadata/creationTimestamp"));
+                let created = store::parse_rfc3339(str_at(node, "/metadata/creationTimestamp"));
                 let probe = match created {
                     Some(created) if never_posted => now
                         .checked_sub(Duration::from_secs(wall.saturating_sub(created)))

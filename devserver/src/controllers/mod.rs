@@ -453,70 +453,6 @@ fn try_record(store: &Store, report: &Report<'_>) -> Result<(), StoreError> {
     }
 }
 
-/// Seconds since the epoch of an RFC 3339 time (`2026-11-27T21:06:47Z`, with
-/// optional fraction and offset), as Kubernetes writes timestamps.
-fn parse_rfc3339(text: &str) -> Option<u64> {
-    let bytes = text.as_bytes();
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let part = text.get(range)?;
-        if part.bytes().all(|b| b.is_ascii_digit()) {
-            part.parse().ok()
-        } else {
-            None
-        }
-    };
-    if bytes.len() < 20
-        || bytes.get(4) != Some(&b'-')
-        || bytes.get(7) != Some(&b'-')
-        || !matches!(bytes.get(10), Some(b'T' | b't'))
-        || bytes.get(13) != Some(&b':')
-        || bytes.get(16) != Some(&b':')
-    {
-        return None;
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        return None;
-    }
-    let mut rest = text.get(19..)?;
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        rest = fraction.get(digits..)?;
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        zone if zone.len() == 6 && zone.as_bytes().get(3) == Some(&b':') => {
-            let sign = match zone.as_bytes().first() {
-                Some(b'+') => 1,
-                Some(b'-') => -1,
-                _ => return None,
-            };
-            let part = |range: std::ops::Range<usize>| -> Option<i64> {
-                let digits = zone.get(range)?;
-                if digits.bytes().all(|b| b.is_ascii_digit()) {
-                    digits.parse().ok()
-                } else {
-                    None
-                }
-            };
-            let (h, m) = (part(1..3)?, part(4..6)?);
-            sign * (h * 3600 + m * 60)
-        }
-        _ => return None,
-    };
-    // Howard Hinnant's days-from-civil.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
-    u64::try_from(secs).ok()
-}
-
 /// Parses a Go duration (`300ms`, `40s`, `1m30s`, `1.5h`, `0`), as
 /// kube-controller-manager's duration flags take them.
 pub fn parse_duration(text: &str) -> Result<Duration, ControllerError> {
@@ -604,34 +540,6 @@ mod tests {
             "99999999999999999999999h",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn rfc3339_round_trips_the_stores_timestamps() {
-        for secs in [0, 951_782_400, 1_795_813_314] {
-            assert_eq!(parse_rfc3339(&store::rfc3339(secs)), Some(secs));
-        }
-        assert_eq!(
-            parse_rfc3339("2026-11-27T21:13:50.384202Z"),
-            Some(1_795_814_030)
-        );
-        assert_eq!(
-            parse_rfc3339("2026-11-27T23:13:50+02:00"),
-            Some(1_795_814_030)
-        );
-        assert_eq!(
-            parse_rfc3339("2026-11-27T19:13:50.5-02:00"),
-            Some(1_795_814_030)
-        );
-        for bad in [
-            "",
-            "2026-11-27",
-            "2026-13-27T21:13:50Z",
-            "2026-11-27T21:13:50",
-            "x026-11-27T21:13:50Z",
-        ] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
 

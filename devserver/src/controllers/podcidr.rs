@@ -251,7 +251,7 @@ impl Controller for RangeAllocator {
         // Oldest first, as they registered.
         waiting.sort_by_key(|n| {
             (
-                super::parse_rfc3339(str_at(n, "/metadata/creationTimestamp")).unwrap_or(0),
+                crate::store::parse_rfc3339(str_at(n, "/metadata/creationTimestamp")).unwrap_or(0),
                 name_of(n).to_owned(),
             )
         });

@@ -724,7 +724,7 @@ impl Scheduler {
                         .and_then(Value::as_i64)
                         .unwrap_or(0),
                 ),
-                super::parse_rfc3339(str_at(p, "/metadata/creationTimestamp")).unwrap_or(0),
+                store::parse_rfc3339(str_at(p, "/metadata/creationTimestamp")).unwrap_or(0),
                 namespace_of(p).to_owned(),
                 name_of(p).to_owned(),
             )

@@ -1,5 +1,6 @@
 //! `armlet`: the node daemon and its command-line tools, in one static binary.
 
+mod agent;
 mod images;
 mod ops;
 mod terminal;
@@ -30,6 +31,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Join a K3s cluster and keep this node in it (k3s agent's flags and
+    /// config file).
+    Agent(agent::AgentCmd),
     /// Run the container supervisor (started by the agent; runs until SIGTERM).
     Supervise {
         /// Rotate a container's log file when it reaches this many bytes.
@@ -212,6 +216,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = cli.runtime_root;
     match cli.command {
+        Command::Agent(cmd) => agent::run(&cmd),
         Command::Supervise {
             log_max_size,
             log_max_files,

@@ -30,8 +30,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 
 use crate::api::Api;
@@ -152,7 +151,7 @@ type ProxyBody = BoxBody<Bytes, hyper::Error>;
 impl Kubelets {
     /// The kubelet client of this server's PKI, dialling through `tunnels`.
     pub fn new(pki: &Pki, tunnels: Tunnels) -> Result<Self, KubeletError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = armlet_tls::provider();
         let (chain, key) = pki.client_kube_apiserver()?;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(pki.server_ca_der().clone())?;
@@ -165,7 +164,7 @@ impl Kubelets {
             .with_client_auth_cert(chain.clone(), key.clone_key())?;
         let mut unverified = builder()?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(Arc::clone(&provider))))
+            .with_custom_certificate_verifier(armlet_tls::AnyServerCert::new(&provider))
             .with_client_auth_cert(chain, key)?;
         for config in [&mut verified, &mut unverified] {
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -1103,56 +1102,6 @@ impl BodyStart {
         }
         out.truncate(self.1);
         String::from_utf8_lossy(&out).into_owned()
-    }
-}
-
-/// `insecureSkipTLSVerifyBackend`: any kubelet certificate, signatures
-/// still checked (the handshake must prove the key).
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

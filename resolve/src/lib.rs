@@ -16,6 +16,8 @@
 mod conf;
 mod hosts;
 mod message;
+#[cfg(feature = "reqwest")]
+mod reqwest_dns;
 mod transport;
 
 use std::io;
@@ -24,6 +26,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub use conf::{HOSTS_PATH, RESOLV_CONF_PATH, ResolverConfig};
 pub use hosts::HostsFile;
 pub use message::NameError;
+#[cfg(feature = "reqwest")]
+pub use reqwest_dns::ReqwestResolver;
 
 use message::{Name, RCODE_NXDOMAIN, RCODE_SERVFAIL, TYPE_A, TYPE_AAAA};
 use transport::{Failure, Query};

@@ -212,6 +212,33 @@ fn tls_with_basic_auth_from_registries_yaml_or_pull_secrets() {
 }
 
 #[test]
+fn insecure_skip_verify_trusts_any_certificate_but_still_speaks_tls() {
+    let registry = TestRegistry::start(RegistryOptions {
+        tls: true,
+        auth: TestAuth::None,
+    });
+    let scratch = TempDir::new("pull-insecure");
+    let image = pushed_busybox(&registry, scratch.path(), "test/busybox:1");
+    let host = registry.host();
+    let reference = format!("{host}/test/busybox:1");
+    // No CA for the registry's certificate: refused...
+    let service = open(&scratch.path().join("verified"), Registries::default());
+    let err = pull(&service, &reference).unwrap_err().to_string();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    // ...unless verification is off for it, as k3s's registries.yaml allows.
+    let yaml = format!("configs:\n  \"{host}\":\n    tls:\n      insecure_skip_verify: true\n");
+    let service = open(
+        &scratch.path().join("insecure"),
+        Registries::parse(&yaml).unwrap(),
+    );
+    assert_eq!(
+        pull(&service, &reference).unwrap(),
+        format!("{reference} {}", image.index)
+    );
+    assert_consistent(&service);
+}
+
+#[test]
 fn bearer_tokens_from_the_token_service() {
     let registry = TestRegistry::start(RegistryOptions {
         tls: false,

@@ -16,8 +16,13 @@ use crate::{Result, cmd, fail, setup};
 const ARM_TEST_CRATES: &[&str] = &[
     "armlet-agent",
     "armlet-image",
+    "armlet-join",
+    "armlet-node",
+    "armlet-pods",
     "armlet-resolve",
     "armlet-runtime",
+    "armlet-streams",
+    "armlet-tls",
     "armlet-tunnel",
 ];
 

@@ -12,7 +12,6 @@
 //! `getaddrinfo`: the binary is static and has no NSS.
 
 mod auth;
-mod dns;
 mod tls;
 
 use std::collections::HashMap;
@@ -174,7 +173,7 @@ impl Registry {
         let (config, verifies) = tls::client_config(tls)?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(config)
-            .dns_resolver(dns::Dns(Arc::clone(&self.resolver)))
+            .dns_resolver(armlet_resolve::ReqwestResolver(Arc::clone(&self.resolver)))
             .user_agent(self.user_agent.clone())
             .connect_timeout(Duration::from_secs(30))
             // Per read, not per request: a large layer may take minutes on a

@@ -6,11 +6,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
 
 use super::RegistryError;
 use crate::registries::Tls;
@@ -35,7 +33,7 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, RegistryErr
 /// The rustls client configuration for one registry host's settings, and
 /// whether it can verify any server at all (some CA, or verification off).
 pub(super) fn client_config(tls: Option<&Tls>) -> Result<(ClientConfig, bool), RegistryError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = armlet_tls::provider();
     let mut roots = RootCertStore::empty();
     // System roots first; a board without ca-certificates still reaches a
     // registry whose CA is configured.
@@ -56,9 +54,7 @@ pub(super) fn client_config(tls: Option<&Tls>) -> Result<(ClientConfig, bool), R
     let builder = if insecure {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServer(
-                provider.signature_verification_algorithms,
-            )))
+            .with_custom_certificate_verifier(armlet_tls::AnyServerCert::new(&provider))
     } else {
         // Without roots the client still serves plain-HTTP endpoints; the
         // session refuses HTTPS ones with the reason (see `has_roots`).
@@ -85,46 +81,6 @@ pub(super) fn client_config(tls: Option<&Tls>) -> Result<(ClientConfig, bool), R
     // binary smaller; parallel blob downloads use separate connections.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok((config, insecure || !roots.is_empty()))
-}
-
-/// `insecure_skip_verify`: any certificate chain is accepted, but handshake
-/// signatures are still verified (so the peer holds the key it presents).
-#[derive(Debug)]
-struct AnyServer(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
 }
 
 #[cfg(test)]

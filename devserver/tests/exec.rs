@@ -20,43 +20,15 @@ use armlet_streams::{
     Config, ExecRequest, ExecSession, ExitStatus, Forward, PortForwardRequest, encode_head,
 };
 use armlet_tunnel::client;
-use common::{Devserver, NodeCredentials, admin_credentials, join_node, kubectl_path, scratch};
+use common::{
+    Devserver, NodeCredentials, admin_credentials, join_node, kubectl_path, pem_file, provider,
+    roots, scratch,
+};
 use hyper::HeaderMap;
 use hyper::header::{HeaderName, HeaderValue};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivateSec1KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-
-/// The certificates and key of a PEM file.
-fn pem_file(path: &Path) -> (Vec<CertificateDer<'static>>, Option<PrivateKeyDer<'static>>) {
-    let text = std::fs::read(path).unwrap();
-    let mut certs = Vec::new();
-    let mut key = None;
-    for block in pem::parse_many(text).unwrap() {
-        match block.tag() {
-            "CERTIFICATE" => certs.push(CertificateDer::from(block.contents().to_vec())),
-            "EC PRIVATE KEY" => {
-                key = Some(PrivateKeyDer::Sec1(PrivateSec1KeyDer::from(
-                    block.contents().to_vec(),
-                )));
-            }
-            _ => {}
-        }
-    }
-    (certs, key)
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn roots(ca_file: &Path) -> Arc<rustls::RootCertStore> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in pem_file(ca_file).0 {
-        roots.add(cert).unwrap();
-    }
-    Arc::new(roots)
-}
 
 /// What the kubelet was asked: the request line of each request.
 type Seen = Arc<Mutex<Vec<String>>>;

@@ -255,3 +255,42 @@ impl Devserver {
         self.curl(&all)
     }
 }
+
+/// The certificates and key of a PEM file.
+pub fn pem_file(
+    path: &Path,
+) -> (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    Option<rustls::pki_types::PrivateKeyDer<'static>>,
+) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivateSec1KeyDer};
+    let text = std::fs::read(path).unwrap();
+    let mut certs = Vec::new();
+    let mut key = None;
+    for block in pem::parse_many(text).unwrap() {
+        match block.tag() {
+            "CERTIFICATE" => certs.push(CertificateDer::from(block.contents().to_vec())),
+            "EC PRIVATE KEY" => {
+                key = Some(PrivateKeyDer::Sec1(PrivateSec1KeyDer::from(
+                    block.contents().to_vec(),
+                )));
+            }
+            _ => {}
+        }
+    }
+    (certs, key)
+}
+
+/// The ring provider.
+pub fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A root store of the certificates in a PEM file.
+pub fn roots(ca_file: &Path) -> std::sync::Arc<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in pem_file(ca_file).0 {
+        roots.add(cert).unwrap();
+    }
+    std::sync::Arc::new(roots)
+}

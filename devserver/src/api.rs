@@ -152,7 +152,7 @@ fn scoped_kind(
     in_scope: impl Fn(&Value) -> bool,
 ) -> Option<&'static str> {
     let now = in_scope(&event.object);
-    match (event.kind, event.previous.as_ref().map(&in_scope)) {
+    match (event.kind, event.previous.as_deref().map(&in_scope)) {
         (crate::store::EventType::Modified, Some(before)) => match (before, now) {
             (true, true) => Some("MODIFIED"),
             (false, true) => Some("ADDED"),

@@ -17,13 +17,13 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 /// How many changes the watch history keeps.
-const HISTORY: usize = 4096;
+const HISTORY: usize = 1024;
 
 /// Why a store operation failed; each maps to an API status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,6 +93,10 @@ pub enum OpenError {
     },
 }
 
+/// A watch's start: the changes already in the history, then a receiver
+/// for later ones.
+pub type Subscription = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
+
 /// What happened to an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
@@ -123,13 +127,13 @@ pub struct Event {
     /// The resource (plural, with group for non-core: `leases.coordination.k8s.io`).
     pub resource: String,
     /// The object after the change (before, for a deletion), carrying the
-    /// change's resourceVersion.
-    pub object: Value,
+    /// change's resourceVersion; shared with the store and later events.
+    pub object: Arc<Value>,
     /// The change's version.
     pub version: u64,
     /// For a modification, the object before it (a watch with a selector
     /// turns a change into or out of its scope into `ADDED` or `DELETED`).
-    pub previous: Option<Value>,
+    pub previous: Option<Arc<Value>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -161,8 +165,10 @@ impl StoreError {
 #[derive(Default)]
 struct Inner {
     version: u64,
-    objects: BTreeMap<Key, Value>,
-    history: VecDeque<Event>,
+    /// Each version is one allocation, shared with the history's events.
+    objects: BTreeMap<Key, Arc<Value>>,
+    /// Shared with the broadcast channel's slots: one copy of each change.
+    history: VecDeque<Arc<Event>>,
     /// Where changes are appended; `None` for a store kept in memory only.
     journal: Option<std::fs::File>,
 }
@@ -190,7 +196,7 @@ impl Record {
 /// The store.
 pub struct Store {
     inner: Mutex<Inner>,
-    events: broadcast::Sender<Event>,
+    events: broadcast::Sender<Arc<Event>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -379,7 +385,7 @@ impl Store {
                     let key = Key::new(&record.resource, &record.namespace, &record.name);
                     inner.version = inner.version.max(record.version);
                     match record.object {
-                        Some(object) => inner.objects.insert(key, object),
+                        Some(object) => inner.objects.insert(key, Arc::new(object)),
                         None => inner.objects.remove(&key),
                     };
                 }
@@ -402,7 +408,7 @@ impl Store {
             resource: k.resource.clone(),
             namespace: k.namespace.clone(),
             name: k.name.clone(),
-            object: Some(v.clone()),
+            object: Some(Value::clone(v)),
         }));
         for record in records {
             text.extend(
@@ -461,8 +467,8 @@ impl Store {
         inner: &mut Inner,
         kind: EventType,
         resource: &str,
-        object: Value,
-        previous: Option<Value>,
+        object: Arc<Value>,
+        previous: Option<Arc<Value>>,
     ) {
         let event = Event {
             kind,
@@ -471,7 +477,8 @@ impl Store {
             object,
             previous,
         };
-        inner.history.push_back(event.clone());
+        let event = Arc::new(event);
+        inner.history.push_back(Arc::clone(&event));
         while inner.history.len() > HISTORY {
             inner.history.pop_front();
         }
@@ -529,9 +536,16 @@ impl Store {
         set_version(&mut object, inner.version + 1);
         Self::persist(&mut inner, &key, Some(&object))?;
         inner.version += 1;
-        inner.objects.insert(key, object.clone());
-        self.record(&mut inner, EventType::Added, resource, object.clone(), None);
-        Ok(object)
+        let shared = Arc::new(object);
+        inner.objects.insert(key, Arc::clone(&shared));
+        self.record(
+            &mut inner,
+            EventType::Added,
+            resource,
+            Arc::clone(&shared),
+            None,
+        );
+        Ok(Value::clone(&shared))
     }
 
     /// One object.
@@ -540,7 +554,7 @@ impl Store {
         self.lock()
             .objects
             .get(&key)
-            .cloned()
+            .map(|v| Value::clone(v))
             .ok_or_else(|| StoreError::not_found(resource, name))
     }
 
@@ -559,7 +573,7 @@ impl Store {
             .filter(|(k, _)| k.resource == resource && namespace.is_none_or(|ns| k.namespace == ns))
             .map(|(_, v)| v)
             .filter(|v| keep(v))
-            .cloned()
+            .map(|v| Value::clone(v))
             .collect();
         (items, inner.version)
     }
@@ -609,15 +623,16 @@ impl Store {
         set_version(&mut object, inner.version + 1);
         Self::persist(&mut inner, &key, Some(&object))?;
         inner.version += 1;
-        let previous = inner.objects.insert(key, object.clone());
+        let shared = Arc::new(object);
+        let previous = inner.objects.insert(key, Arc::clone(&shared));
         self.record(
             &mut inner,
             EventType::Modified,
             resource,
-            object.clone(),
+            Arc::clone(&shared),
             previous,
         );
-        Ok(object)
+        Ok(Value::clone(&shared))
     }
 
     /// Removes an object; `uid` and `version` are the request's
@@ -646,14 +661,18 @@ impl Store {
             });
         }
         Self::persist(&mut inner, &key, None)?;
-        let mut object = inner.objects.remove(&key).unwrap_or_default();
+        let mut object = inner
+            .objects
+            .remove(&key)
+            .map(|o| Value::clone(&o))
+            .unwrap_or_default();
         inner.version += 1;
         set_version(&mut object, inner.version);
         self.record(
             &mut inner,
             EventType::Deleted,
             resource,
-            object.clone(),
+            Arc::new(object.clone()),
             None,
         );
         Ok(object)
@@ -662,11 +681,7 @@ impl Store {
     /// A watch of `resource` from `since` (exclusive): the changes already in
     /// the history, then a receiver for later ones. `since` 0 means "from
     /// now". Older than the history: [`StoreError::Gone`].
-    pub fn watch(
-        &self,
-        resource: &str,
-        since: u64,
-    ) -> Result<(Vec<Event>, broadcast::Receiver<Event>), StoreError> {
+    pub fn watch(&self, resource: &str, since: u64) -> Result<Subscription, StoreError> {
         let inner = self.lock();
         // Subscribed under the lock: no change falls between backlog and stream.
         let receiver = self.events.subscribe();

@@ -189,7 +189,7 @@ async fn drive<C: Controller>(store: Arc<Store>, mut controller: C) {
 
 /// Waits for a change `controller` wants; false when the store is gone.
 async fn relevant<C: Controller>(
-    events: &mut tokio::sync::broadcast::Receiver<Event>,
+    events: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<Event>>,
     controller: &C,
 ) -> bool {
     loop {

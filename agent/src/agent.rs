@@ -3,7 +3,6 @@
 //! Lease, conditions); pods come next.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 
@@ -112,8 +111,7 @@ pub fn run(cmd: &AgentCmd) -> Result<()> {
         node.intervals.lease_renew = renew;
         node.intervals.status_update = renew;
         // Pods are not run yet: the node is ready as soon as it is registered.
-        let readiness = Arc::new(|| Ok::<(), String>(()));
-        let agent = armlet_node::NodeAgent::new(client, node, move || readiness());
+        let agent = armlet_node::NodeAgent::new(client, node, || Ok::<(), String>(()));
         agent.run(stopped(stop_rx)).await;
         tracing::info!("stopped");
         Ok(())

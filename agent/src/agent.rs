@@ -1,6 +1,6 @@
-//! `armlet agent`: the node daemon. So far: the join (token, CA pinned by its
-//! hash, node password, certificates) and the Node's upkeep (registration,
-//! Lease, conditions); pods come next.
+//! `armlet agent`: the node daemon: the join (token, CA pinned by its hash,
+//! node password, certificates), the Node's upkeep (registration, Lease,
+//! conditions) and the kubelet (the node's pods, their network and status).
 
 use std::path::PathBuf;
 
@@ -19,6 +19,30 @@ pub struct AgentCmd {
     /// Seconds between Lease renewals (kubelet: 10).
     #[arg(long, hide = true, default_value_t = 10)]
     pub lease_interval: u64,
+    /// The resolv.conf whose settings pods with dnsPolicy Default get, and
+    /// whose search domains others add (k3s agent's `--resolv-conf`).
+    #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
+    /// The kubelet's directory: pod directories and volumes.
+    #[arg(
+        long,
+        hide = true,
+        value_name = "DIR",
+        default_value = "/var/lib/kubelet"
+    )]
+    pub kubelet_root: PathBuf,
+    /// Where container logs go.
+    #[arg(long, hide = true, value_name = "DIR", default_value = "/var/log/pods")]
+    pub pod_log_dir: PathBuf,
+    /// The image directory (as `armlet images --root`).
+    #[arg(long, hide = true, value_name = "DIR", default_value = crate::images::DEFAULT_IMAGES_ROOT, env = "ARMLET_IMAGES_ROOT")]
+    pub images_root: PathBuf,
+    /// k3s's registries.yaml (mirrors, rewrites, credentials, TLS).
+    #[arg(long, hide = true, value_name = "FILE", default_value = crate::images::DEFAULT_REGISTRIES, env = "ARMLET_REGISTRIES")]
+    pub registries: PathBuf,
+    /// The cgroup all pods live under.
+    #[arg(long, hide = true, value_name = "PATH", default_value = "/kubepods")]
+    pub cgroup_parent: PathBuf,
 }
 
 /// A tracing subscriber on stderr, filtered by `ARMLET_LOG` (default
@@ -53,8 +77,64 @@ async fn shutdown_signal() {
     }
 }
 
+/// The kubelet's settings from the flags and what the join learnt.
+fn kubelet_config(
+    cmd: &AgentCmd,
+    runtime_root: &std::path::Path,
+    config: &armlet_join::AgentConfig,
+    joined: &armlet_join::Joined,
+) -> Result<armlet_kubelet::KubeletConfig> {
+    let control = &joined.control;
+    let host = armlet_node::measure::Host::new(&config.data_dir);
+    let memory = host.memory().map(|m| m.total).unwrap_or(0);
+    let cluster_cidrs = control
+        .cluster_cidrs
+        .iter()
+        .filter(|c| c.address.is_ipv4())
+        .filter_map(|c| c.to_string().parse().ok())
+        .collect();
+    Ok(armlet_kubelet::KubeletConfig {
+        node_name: joined.node_name.clone(),
+        host_ips: joined.node_ips.iter().map(ToString::to_string).collect(),
+        kubelet_root: cmd.kubelet_root.clone(),
+        pod_logs: cmd.pod_log_dir.clone(),
+        runtime_root: runtime_root.to_path_buf(),
+        armlet_binary: std::env::current_exe().context("finding the armlet program")?,
+        cgroup_parent: cmd.cgroup_parent.clone(),
+        dns: armlet_kubelet::dns::ClusterDns {
+            servers: control.cluster_dns.clone(),
+            domain: if control.cluster_domain.is_empty() {
+                "cluster.local".into()
+            } else {
+                control.cluster_domain.clone()
+            },
+        },
+        host_resolv_conf: cmd.resolv_conf.clone(),
+        allocatable: armlet_pods::env::NodeAllocatable {
+            memory: Some(armlet_pods::quantity::Quantity::from_units(
+                i64::try_from(memory).unwrap_or(i64::MAX),
+            )),
+            ..Default::default()
+        },
+        memory_capacity: i64::try_from(memory).unwrap_or(i64::MAX),
+        state_path: config.data_dir.join("agent").join("kubelet.redb"),
+        bridge: "cni0".into(),
+        cluster_cidrs,
+        mtu: 1450,
+        ipam_dir: config.data_dir.join("agent").join("ipam"),
+    })
+}
+
+/// The node's image service, as `armlet images` opens it.
+fn image_service(cmd: &AgentCmd) -> Result<armlet_image::service::ImageService> {
+    let registries = armlet_image::registries::Registries::load(&cmd.registries)
+        .with_context(|| format!("reading {}", cmd.registries.display()))?;
+    armlet_image::service::ImageService::open(&cmd.images_root, registries)
+        .with_context(|| format!("opening the image directory {}", cmd.images_root.display()))
+}
+
 /// Runs the agent until SIGTERM/SIGINT.
-pub fn run(cmd: &AgentCmd) -> Result<()> {
+pub fn run(cmd: &AgentCmd, runtime_root: &std::path::Path) -> Result<()> {
     init_logging();
     let config = armlet_join::AgentConfig::load(&cmd.join).context("configuration")?;
     let mut settings = config.join_settings();
@@ -110,9 +190,19 @@ pub fn run(cmd: &AgentCmd) -> Result<()> {
         let renew = std::time::Duration::from_secs(cmd.lease_interval.max(1));
         node.intervals.lease_renew = renew;
         node.intervals.status_update = renew;
-        // Pods are not run yet: the node is ready as soon as it is registered.
-        let agent = armlet_node::NodeAgent::new(client, node, || Ok::<(), String>(()));
-        agent.run(stopped(stop_rx)).await;
+        let images = std::sync::Arc::new(image_service(cmd)?);
+        let kubelet = armlet_kubelet::Kubelet::new(
+            kubelet_config(cmd, runtime_root, &config, &joined)?,
+            client.clone(),
+            images,
+        )
+        .context("starting the kubelet")?;
+        let agent = armlet_node::NodeAgent::new(client, node, kubelet.readiness());
+        let node_updates = agent.subscribe();
+        tokio::join!(
+            agent.run(stopped(stop_rx.clone())),
+            kubelet.run(node_updates, stopped(stop_rx)),
+        );
         tracing::info!("stopped");
         Ok(())
     })

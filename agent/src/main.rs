@@ -1,6 +1,7 @@
 //! `armlet`: the node daemon and its command-line tools, in one static binary.
 
 mod agent;
+mod check_config;
 mod images;
 mod ops;
 mod terminal;
@@ -33,7 +34,7 @@ struct Cli {
 enum Command {
     /// Join a K3s cluster and keep this node in it (k3s agent's flags and
     /// config file).
-    Agent(agent::AgentCmd),
+    Agent(Box<agent::AgentCmd>),
     /// Run the container supervisor (started by the agent; runs until SIGTERM).
     Supervise {
         /// Rotate a container's log file when it reaches this many bytes.
@@ -128,6 +129,9 @@ enum Command {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Check that this kernel and system can run armlet (kernel options,
+    /// cgroups, overlay, vxlan, nftables, clock).
+    CheckConfig,
 }
 
 #[derive(Debug, clap::Args)]
@@ -216,7 +220,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = cli.runtime_root;
     match cli.command {
-        Command::Agent(cmd) => agent::run(&cmd),
+        Command::Agent(cmd) => agent::run(&cmd, &root),
         Command::Supervise {
             log_max_size,
             log_max_files,
@@ -263,6 +267,7 @@ fn main() -> Result<()> {
         Command::Stats { id } => ops::stats(&root, &id),
         Command::Stop { id, timeout } => ops::stop(&root, &id, timeout),
         Command::Rm { ids } => ops::rm(&root, &ids),
+        Command::CheckConfig => std::process::exit(check_config::run()),
         Command::Images(args) => {
             let ctx = images::ImagesContext {
                 root: args.root,

@@ -5,9 +5,11 @@
 //! `cargo xtask test` builds the release binaries first and tells the tests where
 //! they are (`ARMLET_BIN_HOST`, `ARMLET_BIN_AARCH64`, `ARMLET_BIN_ARMV7`).
 
+pub mod agent_node;
 pub mod bench;
 pub mod devserver;
 pub mod elf;
+pub mod netns;
 pub mod node;
 pub mod oci;
 pub mod qemu;

@@ -129,16 +129,21 @@ fn cgroup_roots() -> Vec<PathBuf> {
 /// Removes the test cgroups of `group` from every hierarchy (v1 and v2).
 pub fn remove_cgroups(group: &str) {
     for root in cgroup_roots() {
-        let base = root.join("armlet-e2e").join(group);
-        if let Ok(children) = fs::read_dir(&base) {
-            for child in children.flatten().filter(|c| c.path().is_dir()) {
-                let _ = fs::remove_dir(child.path());
-            }
-        }
-        let _ = fs::remove_dir(&base);
+        remove_cgroup_tree(&root.join("armlet-e2e").join(group));
         // The shared parent goes once the last test's group is gone.
         let _ = fs::remove_dir(root.join("armlet-e2e"));
     }
+}
+
+/// Removes a cgroup and every cgroup below it, deepest first (a cgroup
+/// directory goes with rmdir once it has no children and no processes).
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(children) = fs::read_dir(dir) {
+        for child in children.flatten().filter(|c| c.path().is_dir()) {
+            remove_cgroup_tree(&child.path());
+        }
+    }
+    let _ = fs::remove_dir(dir);
 }
 
 /// Lists the test cgroups of `group` left in any hierarchy.
@@ -240,4 +245,62 @@ pub fn mounts_containing(needle: &str) -> Vec<String> {
         .filter(|p| p.contains(needle))
         .map(String::from)
         .collect()
+}
+
+/// Tears down what a node under test left on this machine, whatever state
+/// the test stopped in: the supervisor started with `runtime_root`, every
+/// process in the cgroups below `/armlet-e2e/<group>`, every mount below
+/// `dir` (deepest first), then the cgroups.
+pub fn clean_up_node(dir: &Path, runtime_root: &Path, group: &str) {
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-f", "--"])
+        .arg(format!(
+            "--runtime-root {} supervise",
+            runtime_root.display()
+        ))
+        .output();
+    for _ in 0..50 {
+        let mut found = false;
+        for root in cgroup_roots() {
+            found |= kill_cgroup_tree(&root.join("armlet-e2e").join(group));
+        }
+        if !found {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let prefix = format!("{}/", dir.display());
+    let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+    remove_cgroups(group);
+}
+
+/// SIGKILLs every process of a cgroup tree; true when there was one.
+fn kill_cgroup_tree(dir: &Path) -> bool {
+    let mut found = false;
+    if let Ok(children) = fs::read_dir(dir) {
+        for child in children.flatten().filter(|c| c.path().is_dir()) {
+            found |= kill_cgroup_tree(&child.path());
+        }
+    }
+    for pid in fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+    {
+        found = true;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    found
 }

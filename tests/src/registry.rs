@@ -144,6 +144,7 @@ struct Tls {
 /// then too.
 pub struct TestRegistry {
     options: RegistryOptions,
+    address: std::net::Ipv4Addr,
     port: u16,
     config: PathBuf,
     log: PathBuf,
@@ -160,13 +161,19 @@ impl TestRegistry {
     /// Panics, with the registry's log, when it does not come up, and says to
     /// run `cargo xtask setup` when the registry, skopeo or htpasswd is missing.
     pub fn start(options: RegistryOptions) -> Self {
+        Self::start_on(options, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// [`start`](Self::start) on another local address (one of a test's
+    /// network namespaces' host ends, for a node inside one to reach).
+    pub fn start_on(options: RegistryOptions, address: std::net::Ipv4Addr) -> Self {
         require_tool(REGISTRY_BIN, "docker-registry");
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let n = COUNT.fetch_add(1, Ordering::Relaxed);
         let dir = TempDir::new(&format!("registry-{n}"));
         let storage = dir.path().join("storage");
         fs::create_dir_all(&storage).expect("creating the registry's storage directory");
-        let port = free_port();
+        let port = free_port(address);
         let tls = options.tls.then(|| make_tls(dir.path()));
         let token = match &options.auth {
             TestAuth::Token { user, password } => {
@@ -180,11 +187,12 @@ impl TestRegistry {
         let config = dir.path().join("config.yml");
         fs::write(
             &config,
-            config_yaml(dir.path(), port, tls.is_some(), token.as_ref()),
+            config_yaml(dir.path(), address, port, tls.is_some(), token.as_ref()),
         )
         .expect("writing the registry's config.yml");
         let mut reg = Self {
             options,
+            address,
             port,
             config,
             log: dir.path().join("registry.log"),
@@ -207,14 +215,15 @@ impl TestRegistry {
         &self.options
     }
 
-    /// "127.0.0.1:PORT": the registry part of image references.
+    /// "127.0.0.1:PORT" (or its other address): the registry part of image
+    /// references.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.address, self.port)
     }
 
     /// The socket address it listens on.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::from((self.address, self.port))
     }
 
     /// The port it listens on.
@@ -485,8 +494,8 @@ fn run_skopeo(c: &mut Command) -> Result<Vec<u8>, String> {
 /// A loopback port free right now. The registry binds it a moment later: a
 /// race with other processes taking it is possible but needs a port the kernel
 /// just handed out to be handed out again.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+fn free_port(address: std::net::Ipv4Addr) -> u16 {
+    TcpListener::bind((address, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("binding a loopback port")
@@ -509,9 +518,15 @@ fn write_htpasswd(path: &Path, user: &str, password: &str) {
 
 /// The registry's configuration: loopback only, filesystem storage in `dir`,
 /// nothing running in the background.
-fn config_yaml(dir: &Path, port: u16, tls: bool, token: Option<&TokenServer>) -> String {
+fn config_yaml(
+    dir: &Path,
+    address: std::net::Ipv4Addr,
+    port: u16,
+    tls: bool,
+    token: Option<&TokenServer>,
+) -> String {
     let mut http = format!(
-        "http:\n  addr: 127.0.0.1:{port}\n  \
+        "http:\n  addr: {address}:{port}\n  \
          # Fixed: upload state stays valid across a restart.\n  \
          secret: armlet-test-secret\n"
     );

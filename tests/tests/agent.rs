@@ -3,12 +3,12 @@
 //! controllers initialise and which goes Ready with a Lease renewed; it stops
 //! on SIGTERM; a token naming another CA is refused before anything is sent.
 
-use std::process::{Command, Stdio};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use armlet_tests::agent_node::AgentNode;
 use armlet_tests::devserver::Devserver;
-use armlet_tests::node::TempDir;
-use armlet_tests::{HOST, release_binary};
+use armlet_tests::node::{TempDir, require_root};
 
 fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -20,34 +20,32 @@ fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
 
 #[test]
 fn the_agent_joins_registers_a_ready_node_and_stops_on_sigterm() {
+    require_root();
     let scratch = TempDir::new("agent-join");
-    let server = Devserver::start(&scratch.path().join("server"));
-    let data = scratch.path().join("agent");
-    let password = scratch.path().join("node-password");
+    let mut node = AgentNode::new(&scratch.path().join("node"), "Edge-1");
+    let server = Devserver::start_on(
+        &scratch.path().join("server"),
+        IpAddr::V4(node.netns.host_ip),
+        0,
+        &[],
+    );
+    let data = node.dir.join("data");
     // The config file k3s agents read (`--config`), with the flags' keys.
     let config = scratch.path().join("config.yaml");
     std::fs::write(&config, "node-label:\n  - armlet.dev/role=edge\n").unwrap();
-    let agent = |token: &str| {
-        Command::new(release_binary(&HOST))
-            .args(["agent", "--server", &server.url, "--token", token])
-            .args(["--node-name", "Edge-1", "--node-ip", "127.0.0.1"])
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--node-password-file")
-            .arg(&password)
-            .args(["--lease-interval", "1"])
+    let agent = |node: &AgentNode, token: &str| {
+        let mut c = node.command(&server, token);
+        c.args(["--lease-interval", "1"])
             .arg("--config")
-            .arg(&config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+            .arg(&config);
+        c
     };
 
     // A token naming another CA: refused, nothing claimed.
     let token = server.token();
     let (hash, rest) = token.split_once("::").unwrap();
     let wrong = format!("K10{}::{rest}", "0".repeat(hash.len() - 3));
-    let out = agent(&wrong).wait_with_output().unwrap();
+    let out = agent(&node, &wrong).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -60,13 +58,13 @@ fn the_agent_joins_registers_a_ready_node_and_stops_on_sigterm() {
             .is_none()
     );
 
-    let mut child = agent(&token);
-    let node = |path: &str| server.get(&format!("/api/v1/nodes/edge-1{path}"));
+    node.start(agent(&node, &token));
+    let node_object = |path: &str| server.get(&format!("/api/v1/nodes/edge-1{path}"));
     wait_for(
         "the node to be Ready and initialised",
         Duration::from_secs(30),
         || {
-            node("").is_some_and(|n| {
+            node_object("").is_some_and(|n| {
                 let ready = n["status"]["conditions"].as_array().is_some_and(|c| {
                     c.iter()
                         .any(|c| c["type"] == "Ready" && c["status"] == "True")
@@ -90,21 +88,6 @@ fn the_agent_joins_registers_a_ready_node_and_stops_on_sigterm() {
     );
     assert_eq!(mode & 0o777, 0o600);
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "the agent ignored SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = node.stop().expect("the agent ran");
     assert!(status.success(), "{status}");
 }

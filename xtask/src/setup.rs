@@ -57,6 +57,9 @@ const HOST_PACKAGES: &[&str] = &[
     "umoci",
     // `htpasswd -B`: the bcrypt password file of the Basic-auth test registry.
     "apache2-utils",
+    // `ip netns`: the network namespaces the agent's end-to-end tests put
+    // each node in.
+    "iproute2",
 ];
 
 /// Debian's Rust toolchain packages, installed at one chosen version.

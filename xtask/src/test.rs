@@ -17,6 +17,7 @@ const ARM_TEST_CRATES: &[&str] = &[
     "armlet-agent",
     "armlet-image",
     "armlet-join",
+    "armlet-kubelet",
     "armlet-node",
     "armlet-pods",
     "armlet-resolve",

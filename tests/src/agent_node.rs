@@ -1,0 +1,162 @@
+//! An `armlet agent` under test: a node in a network namespace of its own
+//! ([`NodeNetns`]), every directory it writes under one scratch directory
+//! (data, kubelet root, logs, images, the supervisor's root), its pods' cgroups
+//! under `/armlet-e2e/<group>`; torn down completely when dropped, however
+//! the test ended.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::devserver::Devserver;
+use crate::netns::NodeNetns;
+use crate::{HOST, release_binary};
+
+/// One node and its agent process.
+pub struct AgentNode {
+    /// The node's network namespace.
+    pub netns: NodeNetns,
+    /// Its scratch directory.
+    pub dir: PathBuf,
+    /// The node name.
+    pub name: String,
+    group: String,
+    agent: Option<Child>,
+}
+
+impl AgentNode {
+    /// A node named `name` with its directories under `dir` (created).
+    pub fn new(dir: &Path, name: &str) -> Self {
+        std::fs::create_dir_all(dir).expect("the node's directory");
+        std::fs::write(
+            dir.join("host-resolv.conf"),
+            "nameserver 192.0.2.53\nsearch lan\n",
+        )
+        .expect("the node's resolv.conf");
+        Self {
+            netns: NodeNetns::create(),
+            dir: dir.to_path_buf(),
+            name: name.to_owned(),
+            group: format!("{name}-{}", std::process::id()),
+            agent: None,
+        }
+    }
+
+    /// The supervisor's root.
+    pub fn runtime_root(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    /// Where container logs go.
+    pub fn pod_logs(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    /// `armlet agent` joining `server` with `token`, inside the namespace,
+    /// with every path in the scratch directory; add flags, then [`start`](Self::start).
+    pub fn command(&self, server: &Devserver, token: &str) -> Command {
+        let d = &self.dir;
+        let mut c = self.netns.command(release_binary(&HOST));
+        c.arg("--runtime-root")
+            .arg(self.runtime_root())
+            .args(["agent", "--server", &server.url, "--token", token])
+            .args(["--node-name", &self.name, "--node-ip"])
+            .arg(self.netns.node_ip.to_string())
+            .arg("--data-dir")
+            .arg(d.join("data"))
+            .arg("--node-password-file")
+            .arg(d.join("node-password"))
+            .arg("--kubelet-root")
+            .arg(d.join("kubelet"))
+            .arg("--pod-log-dir")
+            .arg(self.pod_logs())
+            .arg("--images-root")
+            .arg(d.join("images"))
+            .arg("--registries")
+            .arg(d.join("registries.yaml"))
+            .arg("--cgroup-parent")
+            .arg(format!("/armlet-e2e/{}", self.group))
+            .arg("--resolv-conf")
+            .arg(d.join("host-resolv.conf"))
+            .env("ARMLET_LOG", "debug");
+        c
+    }
+
+    /// Starts `command` (from [`command`](Self::command)) with its log in
+    /// `agent.log`.
+    pub fn start(&mut self, mut command: Command) {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .expect("the agent's log");
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting armlet agent");
+        self.agent = Some(child);
+    }
+
+    /// Sends SIGTERM and waits for the agent to exit; its exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.agent.take()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the agent ignored SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+}
+
+/// Prints the last lines of every container log under `dir`, for a failed
+/// test's output.
+pub fn print_logs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            print_logs(&path);
+        } else {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            eprintln!("--- {} ---", path.display());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+impl Drop for AgentNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- agent log ({}) ---\n{}", self.name, self.log());
+            print_logs(&self.pod_logs());
+        }
+        // The supervisor, every container and every mount go with the test.
+        crate::node::clean_up_node(&self.dir, &self.runtime_root(), &self.group);
+    }
+}

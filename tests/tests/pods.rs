@@ -1,0 +1,378 @@
+//! `armlet agent` running pods end to end: the node in a network namespace of
+//! its own, the devserver and a real registry (Debian's docker-registry) on the
+//! host end of its veth, the real runtime (namespaces, cgroups, overlayfs), the
+//! pod network (bridge, veth, nftables) inside the node's namespace.
+//!
+//! Observed through the API: phases, container states and reasons, restart
+//! counts, pod IPs, conditions; through the node: logs, the pod's files, its
+//! network; and across an agent restart (no container restarted).
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use armlet_tests::agent_node::AgentNode;
+use armlet_tests::devserver::Devserver;
+use armlet_tests::node::{TempDir, require_root};
+use armlet_tests::oci::busybox_index;
+use armlet_tests::registry::{RegistryOptions, TestRegistry};
+use serde_json::{Value, json};
+
+fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn create(server: &Devserver, pod: Value) {
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    let (status, body) = server.admin_curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &pod.to_string(),
+        &format!("URL/api/v1/namespaces/{ns}/pods"),
+    ]);
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+}
+
+fn pod(server: &Devserver, name: &str) -> Option<Value> {
+    server.get(&format!("/api/v1/namespaces/default/pods/{name}"))
+}
+
+fn container_status(p: &Value) -> &Value {
+    &p["status"]["containerStatuses"][0]
+}
+
+#[test]
+fn the_agent_runs_pods_reports_them_and_deletes_them() {
+    require_root();
+    let scratch = TempDir::new("pods");
+    let mut node = AgentNode::new(&scratch.path().join("node"), "pod-node");
+    let server = Devserver::start_on(
+        &scratch.path().join("server"),
+        IpAddr::V4(node.netns.host_ip),
+        0,
+        &[],
+    );
+    let registry = TestRegistry::start_on(RegistryOptions::default(), node.netns.host_ip);
+    let layout = scratch.path().join("layout");
+    busybox_index(&layout, "1");
+    registry.push(&layout, "1", "library/busybox:1");
+    std::fs::write(
+        node.dir.join("registries.yaml"),
+        format!(
+            "mirrors:\n  \"{h}\":\n    endpoint:\n      - \"http://{h}\"\n",
+            h = registry.host()
+        ),
+    )
+    .unwrap();
+    let image = format!("{}/library/busybox:1", registry.host());
+    let token = server.token();
+    let agent = |node: &AgentNode| {
+        let mut c = node.command(&server, &token);
+        c.args(["--lease-interval", "2"]);
+        c
+    };
+    node.start(agent(&node));
+    wait_for("the node to be Ready", Duration::from_secs(60), || {
+        server.get("/api/v1/nodes/pod-node").and_then(|n| {
+            n["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                .then_some(())
+        })
+    });
+
+    // A ConfigMap used by env and a volume.
+    let (status, body) = server.admin_curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &json!({"metadata": {"name": "settings"}, "data": {"greeting": "hello-from-cm"}})
+            .to_string(),
+        "URL/api/v1/namespaces/default/configmaps",
+    ]);
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+
+    let script = "echo start; echo env=$GREETING; cat /etc/settings/greeting; echo; \
+                  cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; echo; \
+                  head -c 20 /var/run/secrets/kubernetes.io/serviceaccount/token; echo; \
+                  cat /etc/resolv.conf; hostname; \
+                  echo ok > /www/index.html; exec /bin/busybox httpd -f -p 8080 -h /www";
+    create(
+        &server,
+        json!({
+            "metadata": {"name": "web"},
+            "spec": {
+                "nodeName": "pod-node",
+                "terminationGracePeriodSeconds": 5,
+                "containers": [{
+                    "name": "web",
+                    "image": image,
+                    "command": ["/bin/busybox", "sh", "-c", script],
+                    "env": [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}}],
+                    "volumeMounts": [
+                        {"name": "settings", "mountPath": "/etc/settings"},
+                        {"name": "www", "mountPath": "/www"}
+                    ],
+                    "readinessProbe": {"httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 1}
+                }],
+                "volumes": [
+                    {"name": "settings", "configMap": {"name": "settings"}},
+                    {"name": "www", "emptyDir": {}}
+                ]
+            }
+        }),
+    );
+    create(
+        &server,
+        json!({
+            "metadata": {"name": "once"},
+            "spec": {
+                "nodeName": "pod-node",
+                "restartPolicy": "Never",
+                "containers": [{"name": "once", "image": image, "command": ["/bin/busybox", "true"]}]
+            }
+        }),
+    );
+    create(
+        &server,
+        json!({
+            "metadata": {"name": "crash"},
+            "spec": {
+                "nodeName": "pod-node",
+                "containers": [{"name": "crash", "image": image, "command": ["/bin/busybox", "sh", "-c", "exit 3"]}]
+            }
+        }),
+    );
+    create(
+        &server,
+        json!({
+            "metadata": {"name": "no-image"},
+            "spec": {
+                "nodeName": "pod-node",
+                "containers": [{"name": "c", "image": format!("{}/library/nothing:1", registry.host())}]
+            }
+        }),
+    );
+    create(
+        &server,
+        json!({
+            "metadata": {"name": "no-key"},
+            "spec": {
+                "nodeName": "pod-node",
+                "containers": [{
+                    "name": "c", "image": image, "command": ["/bin/busybox", "true"],
+                    "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "missing"}}}]
+                }]
+            }
+        }),
+    );
+
+    // web: Running and Ready, with an address on the node's pod network.
+    let web = wait_for("web to be Ready", Duration::from_secs(90), || {
+        let p = pod(&server, "web")?;
+        let ready = p["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        ready.then_some(p)
+    });
+    assert_eq!(web["status"]["phase"], "Running");
+    let cs = container_status(&web);
+    assert!(cs["state"]["running"]["startedAt"].is_string(), "{cs}");
+    assert_eq!(cs["restartCount"], 0);
+    assert_eq!(cs["ready"], true);
+    assert!(
+        cs["containerID"].as_str().unwrap().starts_with("armlet://"),
+        "{cs}"
+    );
+    assert!(
+        cs["imageID"]
+            .as_str()
+            .unwrap()
+            .contains("/library/busybox@sha256:"),
+        "{cs}"
+    );
+    assert_eq!(web["status"]["hostIP"], node.netns.node_ip.to_string());
+    let pod_ip = web["status"]["podIP"].as_str().unwrap().to_owned();
+    let node_obj = server.get("/api/v1/nodes/pod-node").unwrap();
+    let cidr = node_obj["spec"]["podCIDR"].as_str().unwrap();
+    let prefix = cidr.rsplit_once('.').unwrap().0;
+    assert!(
+        pod_ip.starts_with(&format!("{prefix}.")),
+        "{pod_ip} not in {cidr}"
+    );
+    assert_eq!(web["status"]["podIPs"][0]["ip"], pod_ip.as_str());
+
+    // The node reaches the pod over the bridge.
+    let out = node
+        .netns
+        .command("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "5",
+            &format!("http://{pod_ip}:8080/index.html"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+
+    // What the container saw, from its log file.
+    let uid = web["metadata"]["uid"].as_str().unwrap();
+    let log_file = node
+        .pod_logs()
+        .join(format!("default_web_{uid}"))
+        .join("web/0.log");
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    for expected in [
+        "stdout F start",
+        "stdout F env=hello-from-cm",
+        "stdout F hello-from-cm",
+        "stdout F default",
+        "stdout F eyJ", // the service-account token: a JWT
+        "stdout F search default.svc.cluster.local svc.cluster.local cluster.local lan",
+        "stdout F nameserver 10.43.0.10",
+        "stdout F options ndots:5",
+        "stdout F web",
+    ] {
+        assert!(log.contains(expected), "{expected:?} not in\n{log}");
+    }
+
+    // once: Succeeded, Completed.
+    let once = wait_for("once to succeed", Duration::from_secs(60), || {
+        let p = pod(&server, "once")?;
+        (p["status"]["phase"] == "Succeeded").then_some(p)
+    });
+    let term = &container_status(&once)["state"]["terminated"];
+    assert_eq!(term["reason"], "Completed");
+    assert_eq!(term["exitCode"], 0);
+
+    // crash: restarted, then in CrashLoopBackOff with the last exit kept.
+    let crash = wait_for("crash to back off", Duration::from_secs(60), || {
+        let p = pod(&server, "crash")?;
+        let cs = container_status(&p);
+        (cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+            && cs["restartCount"].as_i64()? >= 1)
+            .then_some(p)
+    });
+    let cs = container_status(&crash);
+    assert_eq!(cs["lastState"]["terminated"]["exitCode"], 3);
+    assert_eq!(cs["lastState"]["terminated"]["reason"], "Error");
+    assert!(
+        cs["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("back-off 10s restarting failed container=crash pod=crash_default("),
+        "{cs}"
+    );
+    assert_eq!(crash["status"]["phase"], "Running");
+
+    // no-image: ErrImagePull, then ImagePullBackOff.
+    wait_for("no-image to fail its pull", Duration::from_secs(60), || {
+        let p = pod(&server, "no-image")?;
+        let reason = container_status(&p)["state"]["waiting"]["reason"].clone();
+        (reason == "ErrImagePull" || reason == "ImagePullBackOff").then_some(())
+    });
+    assert_eq!(
+        pod(&server, "no-image").unwrap()["status"]["phase"],
+        "Pending"
+    );
+
+    // no-key: CreateContainerConfigError naming the key.
+    let no_key = wait_for("no-key to be refused", Duration::from_secs(60), || {
+        let p = pod(&server, "no-key")?;
+        (container_status(&p)["state"]["waiting"]["reason"] == "CreateContainerConfigError")
+            .then_some(p)
+    });
+    let message = container_status(&no_key)["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("missing"), "{message}");
+
+    // An agent restart: web keeps running, same container, same start.
+    let before = container_status(&pod(&server, "web").unwrap()).clone();
+    node.stop();
+    node.start(agent(&node));
+    std::thread::sleep(Duration::from_secs(4));
+    wait_for(
+        "the node to be Ready again",
+        Duration::from_secs(30),
+        || {
+            server.get("/api/v1/nodes/pod-node").and_then(|n| {
+                n["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    .then_some(())
+            })
+        },
+    );
+    let after = container_status(&pod(&server, "web").unwrap()).clone();
+    assert_eq!(after["containerID"], before["containerID"]);
+    assert_eq!(after["restartCount"], 0);
+    assert_eq!(
+        after["state"]["running"]["startedAt"],
+        before["state"]["running"]["startedAt"]
+    );
+    let out = node
+        .netns
+        .command("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "5",
+            &format!("http://{pod_ip}:8080/index.html"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+
+    // Graceful deletion: httpd ends on SIGTERM, the agent deletes the object.
+    let (status, body) =
+        server.admin_curl(&["-X", "DELETE", "URL/api/v1/namespaces/default/pods/web"]);
+    // 202: accepted, the kubelet finishes it.
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
+    let start = Instant::now();
+    wait_for("web to be gone", Duration::from_secs(30), || {
+        pod(&server, "web").is_none().then_some(())
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+    // Its network end is gone from the node.
+    let links = node.netns.ip_output(&["-o", "link"]);
+    let addrs = node.netns.ip_output(&["-o", "addr"]);
+    assert!(!addrs.contains(&format!("{pod_ip}/")), "{addrs}");
+    assert!(links.contains("cni0"), "{links}");
+    // Its log stays (the kubelet keeps them until the pod is gone for good).
+    assert!(log_file.exists());
+
+    for name in ["once", "crash", "no-image", "no-key"] {
+        let (status, _) = server.admin_curl(&[
+            "-X",
+            "DELETE",
+            &format!("URL/api/v1/namespaces/default/pods/{name}"),
+        ]);
+        // 200 for a pod in a terminal phase: the API server deletes it at once.
+        assert!(status == 200 || status == 202, "{name}: {status}");
+    }
+    wait_for("every pod to be gone", Duration::from_secs(30), || {
+        let list = server.get("/api/v1/namespaces/default/pods")?;
+        list["items"].as_array()?.is_empty().then_some(())
+    });
+}

@@ -77,36 +77,95 @@ async fn shutdown_signal() {
     }
 }
 
+/// What the last successful join learnt that the kubelet needs, kept in
+/// `<data-dir>/agent/armlet-join.json`: a board that reboots while the server
+/// is unreachable starts its pods from it (no secrets in it; the credentials
+/// stay in the kubeconfig and key files the join wrote).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct LastJoin {
+    node_name: String,
+    node_ips: Vec<std::net::IpAddr>,
+    kubeconfig: PathBuf,
+    cluster_dns: Vec<std::net::IpAddr>,
+    cluster_domain: String,
+    cluster_cidrs: Vec<String>,
+}
+
+impl LastJoin {
+    fn path(data_dir: &std::path::Path) -> PathBuf {
+        data_dir.join("agent").join("armlet-join.json")
+    }
+
+    fn of(joined: &armlet_join::Joined) -> Self {
+        let control = &joined.control;
+        Self {
+            node_name: joined.node_name.clone(),
+            node_ips: joined.node_ips.clone(),
+            kubeconfig: joined.kubeconfig.clone(),
+            cluster_dns: control.cluster_dns.clone(),
+            cluster_domain: control.cluster_domain.clone(),
+            cluster_cidrs: control
+                .cluster_cidrs
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        }
+    }
+
+    /// The record of an earlier join of this node, if it is usable.
+    fn load(data_dir: &std::path::Path, node_name: &str) -> Option<Self> {
+        let path = Self::path(data_dir);
+        let bytes = std::fs::read(&path).ok()?;
+        match serde_json::from_slice::<Self>(&bytes) {
+            Ok(last) if last.node_name == node_name && last.kubeconfig.is_file() => Some(last),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable join record");
+                None
+            }
+        }
+    }
+
+    /// Written only when it changed (flash wear).
+    fn save(&self, data_dir: &std::path::Path) -> Result<()> {
+        let path = Self::path(data_dir);
+        let bytes = serde_json::to_vec_pretty(self)?;
+        if std::fs::read(&path).ok().as_deref() == Some(bytes.as_slice()) {
+            return Ok(());
+        }
+        armlet_runtime::state::write_atomic(&path, &bytes, 0o644)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+}
+
 /// The kubelet's settings from the flags and what the join learnt.
 fn kubelet_config(
     cmd: &AgentCmd,
     runtime_root: &std::path::Path,
     config: &armlet_join::AgentConfig,
-    joined: &armlet_join::Joined,
+    last: &LastJoin,
 ) -> Result<armlet_kubelet::KubeletConfig> {
-    let control = &joined.control;
     let host = armlet_node::measure::Host::new(&config.data_dir);
     let memory = host.memory().map(|m| m.total).unwrap_or(0);
-    let cluster_cidrs = control
+    let cluster_cidrs = last
         .cluster_cidrs
         .iter()
-        .filter(|c| c.address.is_ipv4())
-        .filter_map(|c| c.to_string().parse().ok())
+        .filter_map(|c| c.parse().ok())
         .collect();
     Ok(armlet_kubelet::KubeletConfig {
-        node_name: joined.node_name.clone(),
-        host_ips: joined.node_ips.iter().map(ToString::to_string).collect(),
+        node_name: last.node_name.clone(),
+        host_ips: last.node_ips.iter().map(ToString::to_string).collect(),
         kubelet_root: cmd.kubelet_root.clone(),
         pod_logs: cmd.pod_log_dir.clone(),
         runtime_root: runtime_root.to_path_buf(),
         armlet_binary: std::env::current_exe().context("finding the armlet program")?,
         cgroup_parent: cmd.cgroup_parent.clone(),
         dns: armlet_kubelet::dns::ClusterDns {
-            servers: control.cluster_dns.clone(),
-            domain: if control.cluster_domain.is_empty() {
+            servers: last.cluster_dns.clone(),
+            domain: if last.cluster_domain.is_empty() {
                 "cluster.local".into()
             } else {
-                control.cluster_domain.clone()
+                last.cluster_domain.clone()
             },
         },
         host_resolv_conf: cmd.resolv_conf.clone(),
@@ -155,10 +214,52 @@ pub fn run(cmd: &AgentCmd, runtime_root: &std::path::Path) -> Result<()> {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let joined = armlet_join::join_with_retry(&settings, None, stopped(stop_rx.clone()))
+        let images = std::sync::Arc::new(image_service(cmd)?);
+        // A node that joined before runs its pods at once, from its local
+        // state, while the join is retried (a board rebooting with the server
+        // out of reach); a new node joins first.
+        let (last, joined_now) = match LastJoin::load(&config.data_dir, &config.node_name) {
+            Some(last) => (last, None),
+            None => {
+                let joined =
+                    armlet_join::join_with_retry(&settings, None, stopped(stop_rx.clone()))
+                        .await
+                        .context("joining the cluster")?;
+                let last = LastJoin::of(&joined);
+                last.save(&config.data_dir)?;
+                (last, Some(joined))
+            }
+        };
+        let client = armlet_node::client_from_kubeconfig(&last.kubeconfig)
             .await
-            .context("joining the cluster")?;
+            .context("the kubelet's API client")?;
+        let kubelet = armlet_kubelet::Kubelet::new(
+            kubelet_config(cmd, runtime_root, &config, &last)?,
+            client,
+            images,
+        )
+        .context("starting the kubelet")?;
+        let readiness = kubelet.readiness();
+        let (node_tx, node_rx) = tokio::sync::watch::channel(None);
+        let kubelet_task = tokio::spawn(kubelet.run(node_rx, stopped(stop_rx.clone())));
+
+        let rejoined = match joined_now {
+            Some(joined) => Ok(joined),
+            None => armlet_join::join_with_retry(&settings, None, stopped(stop_rx.clone())).await,
+        };
+        let joined = match rejoined {
+            Ok(joined) => joined,
+            Err(armlet_join::JoinError::Cancelled) => {
+                let _ = kubelet_task.await;
+                tracing::info!("stopped");
+                return Ok(());
+            }
+            Err(e) => return Err(e).context("joining the cluster"),
+        };
         tracing::info!(node = %joined.node_name, "joined");
+        if let Err(e) = LastJoin::of(&joined).save(&config.data_dir) {
+            tracing::warn!(error = %e, "the join record was not saved");
+        }
         let client = armlet_node::client_from_kubeconfig(&joined.kubeconfig)
             .await
             .context("the kubelet's API client")?;
@@ -190,19 +291,22 @@ pub fn run(cmd: &AgentCmd, runtime_root: &std::path::Path) -> Result<()> {
         let renew = std::time::Duration::from_secs(cmd.lease_interval.max(1));
         node.intervals.lease_renew = renew;
         node.intervals.status_update = renew;
-        let images = std::sync::Arc::new(image_service(cmd)?);
-        let kubelet = armlet_kubelet::Kubelet::new(
-            kubelet_config(cmd, runtime_root, &config, &joined)?,
-            client.clone(),
-            images,
-        )
-        .context("starting the kubelet")?;
-        let agent = armlet_node::NodeAgent::new(client, node, kubelet.readiness());
-        let node_updates = agent.subscribe();
-        tokio::join!(
-            agent.run(stopped(stop_rx.clone())),
-            kubelet.run(node_updates, stopped(stop_rx)),
-        );
+        let agent = armlet_node::NodeAgent::new(client, node, readiness);
+        // The kubelet follows the Node (its podCIDR) as the upkeep sees it.
+        let mut node_updates = agent.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let current = node_updates.borrow_and_update().clone();
+                if current.is_some() && node_tx.send(current).is_err() {
+                    return;
+                }
+                if node_updates.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        agent.run(stopped(stop_rx)).await;
+        let _ = kubelet_task.await;
         tracing::info!("stopped");
         Ok(())
     })

@@ -302,8 +302,15 @@ impl Kubelet {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let shared = self.shared.clone();
-        // Local state first: the node's pods come back before the server answers.
+        // Local state first: the node's pods come back before the server
+        // answers, with the ConfigMaps and Services they used.
         if let Some(state) = &shared.state {
+            match (state.config_maps(), state.services()) {
+                (Ok(config_maps), Ok(services)) => shared.objects.seed(config_maps, services),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "local state: objects not read");
+                }
+            }
             match state.pods() {
                 Ok(pods) => {
                     if !pods.is_empty() {
@@ -334,12 +341,20 @@ impl Kubelet {
 /// changes).
 async fn network_loop(shared: Arc<Shared>, mut node: watch::Receiver<Option<Arc<Node>>>) {
     let mut current: Option<String> = None;
+    // The podCIDR last seen, so a node starting without its server has its
+    // pod network (and its pods their addresses) back at once.
+    let saved_path = shared.config.ipam_dir.with_file_name("pod-cidr");
+    let saved = std::fs::read_to_string(&saved_path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
     loop {
         let cidr = node
             .borrow_and_update()
             .as_ref()
             .and_then(|n| n.spec.as_ref())
-            .and_then(|s| s.pod_cidr.clone());
+            .and_then(|s| s.pod_cidr.clone())
+            .or_else(|| current.is_none().then(|| saved.clone()).flatten());
         if let Some(cidr) = cidr.filter(|c| current.as_ref() != Some(c)) {
             let result = match cidr.parse::<armlet_net::Ipv4Cidr>() {
                 Err(e) => Err(format!("podCIDR {cidr:?}: {e}")),
@@ -365,6 +380,13 @@ async fn network_loop(shared: Arc<Shared>, mut node: watch::Receiver<Option<Arc<
             match result {
                 Ok(network) => {
                     tracing::info!(pod_cidr = %cidr, "pod network ready");
+                    if saved.as_deref() != Some(cidr.as_str()) {
+                        if let Err(e) =
+                            armlet_runtime::state::write_atomic(&saved_path, cidr.as_bytes(), 0o644)
+                        {
+                            tracing::warn!(error = %e, "podCIDR not saved");
+                        }
+                    }
                     *lock(&shared.network) = Some(Arc::new(network));
                     *lock(&shared.network_error) = None;
                     current = Some(cidr);
@@ -457,6 +479,7 @@ async fn watch_pods(shared: Arc<Shared>, synced: watch::Sender<bool>) {
 /// up what belongs to no pod.
 async fn relist_loop(shared: Arc<Shared>, synced: watch::Receiver<bool>) {
     let mut last: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    let mut persisted = std::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -503,6 +526,35 @@ async fn relist_loop(shared: Arc<Shared>, synced: watch::Receiver<bool>) {
             }
         }
         last = now;
+        if *synced.borrow() && persisted.elapsed() >= PERSIST_OBJECTS_EVERY {
+            persisted = std::time::Instant::now();
+            persist_objects(&shared);
+        }
+    }
+}
+
+/// How often the objects pods use are compared with the saved ones (and
+/// written when they changed).
+const PERSIST_OBJECTS_EVERY: Duration = Duration::from_secs(30);
+
+/// Saves the ConfigMaps and Services the node's pods use (never Secrets) for
+/// a start without the server.
+fn persist_objects(shared: &Arc<Shared>) {
+    let Some(state) = &shared.state else { return };
+    let pods: Vec<Arc<Pod>> = lock(&shared.pods)
+        .values()
+        .map(|e| e.tx.borrow().pod.clone())
+        .collect();
+    let live: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
+    shared.objects.forget_unused(&live);
+    let config_maps = shared.objects.snapshot_config_maps(&live);
+    if let Err(e) = state.sync_config_maps(&config_maps) {
+        tracing::warn!(error = %e, "local state: ConfigMaps not saved");
+    }
+    if let Some(services) = shared.objects.snapshot_services() {
+        if let Err(e) = state.sync_services(&services) {
+            tracing::warn!(error = %e, "local state: Services not saved");
+        }
     }
 }
 

@@ -443,7 +443,8 @@ impl PodWorker {
             },
         )
         .map_err(|e| e.to_string())?;
-        let mounted = match volumes::materialise(&plan, &ctx, &shared.objects, &shared.tokens) {
+        let offline = objects_error.is_some() || tokens_error.is_some();
+        let mounted = match self.materialise(&plan, &ctx, offline) {
             Ok(m) => m,
             Err(e) => {
                 let mut message = format!("MountVolume.SetUp failed: {e}");
@@ -459,6 +460,10 @@ impl PodWorker {
                 return Err(message);
             }
         };
+        if offline {
+            // Projected files are rewritten once the server answers again.
+            *wake = (*wake).min(Instant::now() + Duration::from_secs(5));
+        }
         let namespaces = Namespaces {
             net: join_or_host(sandbox.net_path()),
             ipc: join_or_host(sandbox.ipc_path()),
@@ -551,6 +556,50 @@ impl PodWorker {
         }
         self.prune(observed).await;
         Ok(())
+    }
+
+    /// Sets the pod's volumes up, one by one. While the API server cannot be
+    /// reached (`offline`), a volume of files from API objects that cannot
+    /// be written keeps what it holds (or starts empty), so a node that
+    /// rebooted without its server still runs its pods; the next passes
+    /// write the files as soon as the server answers. Online, any failure
+    /// holds the pod back, as the kubelet's does.
+    fn materialise(
+        &self,
+        plan: &volumes::VolumePlan,
+        ctx: &PodContext<'_>,
+        offline: bool,
+    ) -> Result<BTreeMap<String, volumes::MountedVolume>, volumes::VolumeError> {
+        let mut mounted = BTreeMap::new();
+        for volume in &plan.volumes {
+            let one = volumes::VolumePlan {
+                pod_dir: plan.pod_dir.clone(),
+                volumes: vec![volume.clone()],
+            };
+            match volumes::materialise(&one, ctx, &self.shared.objects, &self.shared.tokens) {
+                Ok(m) => mounted.extend(m),
+                Err(e)
+                    if offline && matches!(volume.source, volumes::VolumeSource::Files { .. }) =>
+                {
+                    tracing::warn!(volume = %volume.name, error = %e, "server unreachable: volume kept as it is");
+                    fs::create_dir_all(&volume.path).map_err(|source| {
+                        volumes::VolumeError::SetUp {
+                            volume: volume.name.clone(),
+                            message: source.to_string(),
+                        }
+                    })?;
+                    mounted.insert(
+                        volume.name.clone(),
+                        volumes::MountedVolume {
+                            path: volume.path.clone(),
+                            read_only: volume.read_only,
+                        },
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(mounted)
     }
 
     /// Starts the next instance of an exited container, unless it is in

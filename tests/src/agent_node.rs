@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::devserver::Devserver;
 use crate::netns::NodeNetns;
 use crate::{HOST, release_binary};
 
@@ -52,14 +51,15 @@ impl AgentNode {
         self.dir.join("logs")
     }
 
-    /// `armlet agent` joining `server` with `token`, inside the namespace,
-    /// with every path in the scratch directory; add flags, then [`start`](Self::start).
-    pub fn command(&self, server: &Devserver, token: &str) -> Command {
+    /// `armlet agent` joining the server at `server_url` with `token`,
+    /// inside the namespace, with every path in the scratch directory; add
+    /// flags, then [`start`](Self::start).
+    pub fn command(&self, server_url: &str, token: &str) -> Command {
         let d = &self.dir;
         let mut c = self.netns.command(release_binary(&HOST));
         c.arg("--runtime-root")
             .arg(self.runtime_root())
-            .args(["agent", "--server", &server.url, "--token", token])
+            .args(["agent", "--server", server_url, "--token", token])
             .args(["--node-name", &self.name, "--node-ip"])
             .arg(self.netns.node_ip.to_string())
             .arg("--data-dir")
@@ -116,6 +116,31 @@ impl AgentNode {
                 panic!("the agent ignored SIGTERM");
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// What a power cut and a reboot do to the node: the agent, the
+    /// supervisor and every container killed, every mount gone, the tmpfs
+    /// runtime directory emptied, the namespace's bridge and pod veths gone.
+    /// What is on "flash" (data dir, kubelet root, images, logs) stays.
+    pub fn simulate_reboot(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        crate::node::clean_up_node(&self.dir, &self.runtime_root(), &self.group);
+        let _ = std::fs::remove_dir_all(self.runtime_root());
+        for line in self.netns.ip_output(&["-o", "link"]).lines() {
+            let name = line
+                .split(':')
+                .nth(1)
+                .map(|n| n.trim().split('@').next().unwrap_or_default().to_owned())
+                .unwrap_or_default();
+            if name != "lo" && name != "eth0" && !name.is_empty() {
+                let _ = Command::new("ip")
+                    .args(["-n", &self.netns.name, "link", "del", &name])
+                    .output();
+            }
         }
     }
 

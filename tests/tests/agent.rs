@@ -1,7 +1,8 @@
 //! `armlet agent` end to end against the devserver: it joins with the token
 //! (CA pinned by its hash), registers its Node, which the server's
 //! controllers initialise and which goes Ready with a Lease renewed; it stops
-//! on SIGTERM; a token naming another CA is refused before anything is sent.
+//! on SIGTERM and the node then goes Unknown; a token naming another CA is
+//! refused before anything is sent.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -23,18 +24,24 @@ fn the_agent_joins_registers_a_ready_node_and_stops_on_sigterm() {
     require_root();
     let scratch = TempDir::new("agent-join");
     let mut node = AgentNode::new(&scratch.path().join("node"), "Edge-1");
+    // A short grace period: the stopped node goes Unknown within seconds.
     let server = Devserver::start_on(
         &scratch.path().join("server"),
         IpAddr::V4(node.netns.host_ip),
         0,
-        &[],
+        &[
+            "--node-monitor-grace-period",
+            "4s",
+            "--node-monitor-period",
+            "1s",
+        ],
     );
     let data = node.dir.join("data");
     // The config file k3s agents read (`--config`), with the flags' keys.
     let config = scratch.path().join("config.yaml");
     std::fs::write(&config, "node-label:\n  - armlet.dev/role=edge\n").unwrap();
     let agent = |node: &AgentNode, token: &str| {
-        let mut c = node.command(&server, token);
+        let mut c = node.command(&server.url, token);
         c.args(["--lease-interval", "1"])
             .arg("--config")
             .arg(&config);
@@ -90,4 +97,14 @@ fn the_agent_joins_registers_a_ready_node_and_stops_on_sigterm() {
 
     let status = node.stop().expect("the agent ran");
     assert!(status.success(), "{status}");
+
+    // Nobody renews the Lease any more: the server marks the node Unknown.
+    wait_for("the node to go Unknown", Duration::from_secs(30), || {
+        node_object("").is_some_and(|n| {
+            n["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "Unknown")
+            })
+        })
+    });
 }

@@ -76,7 +76,7 @@ fn the_agent_runs_pods_reports_them_and_deletes_them() {
     let image = format!("{}/library/busybox:1", registry.host());
     let token = server.token();
     let agent = |node: &AgentNode| {
-        let mut c = node.command(&server, &token);
+        let mut c = node.command(&server.url, &token);
         c.args(["--lease-interval", "2"]);
         c
     };
@@ -375,4 +375,135 @@ fn the_agent_runs_pods_reports_them_and_deletes_them() {
         let list = server.get("/api/v1/namespaces/default/pods")?;
         list["items"].as_array()?.is_empty().then_some(())
     });
+}
+
+/// Ready=True on the Node.
+fn node_ready(server: &Devserver, name: &str) -> bool {
+    server
+        .get(&format!("/api/v1/nodes/{name}"))
+        .and_then(|n| {
+            n["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                .then_some(())
+        })
+        .is_some()
+}
+
+/// `curl` from inside the node's namespace; the body, or "" on failure.
+fn curl_in(node: &AgentNode, url: &str) -> String {
+    let out = node
+        .netns
+        .command("curl")
+        .args(["-s", "--max-time", "2", url])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_node_rebooting_while_its_server_is_down_brings_its_pods_back() {
+    require_root();
+    let scratch = TempDir::new("pods-offline");
+    let mut node = AgentNode::new(&scratch.path().join("node"), "offline-node");
+    let server_dir = scratch.path().join("server");
+    let address = IpAddr::V4(node.netns.host_ip);
+    let server = Devserver::start_on(&server_dir, address, 0, &[]);
+    let port = server.port;
+    let registry = TestRegistry::start_on(RegistryOptions::default(), node.netns.host_ip);
+    let layout = scratch.path().join("layout");
+    busybox_index(&layout, "1");
+    registry.push(&layout, "1", "library/busybox:1");
+    std::fs::write(
+        node.dir.join("registries.yaml"),
+        format!(
+            "mirrors:\n  \"{h}\":\n    endpoint:\n      - \"http://{h}\"\n",
+            h = registry.host()
+        ),
+    )
+    .unwrap();
+    let token = server.token();
+    let server_url = server.url.clone();
+    let start_agent = |node: &mut AgentNode| {
+        let mut c = node.command(&server_url, &token);
+        c.args(["--lease-interval", "2"]);
+        node.start(c);
+    };
+    start_agent(&mut node);
+    wait_for("the node to be Ready", Duration::from_secs(60), || {
+        node_ready(&server, "offline-node").then_some(())
+    });
+    create(
+        &server,
+        json!({
+            "metadata": {"name": "keeper"},
+            "spec": {
+                "nodeName": "offline-node",
+                "containers": [{
+                    "name": "web",
+                    "image": format!("{}/library/busybox:1", registry.host()),
+                    "command": ["/bin/busybox", "sh", "-c",
+                        "echo up > /www/index.html; exec /bin/busybox httpd -f -p 8080 -h /www"],
+                    "volumeMounts": [{"name": "www", "mountPath": "/www"}]
+                }],
+                "volumes": [{"name": "www", "emptyDir": {}}]
+            }
+        }),
+    );
+    let keeper = wait_for("keeper to run", Duration::from_secs(60), || {
+        let p = pod(&server, "keeper")?;
+        (p["status"]["phase"] == "Running").then_some(p)
+    });
+    let pod_ip = keeper["status"]["podIP"].as_str().unwrap().to_owned();
+    let url = format!("http://{pod_ip}:8080/index.html");
+    wait_for("keeper to answer", Duration::from_secs(20), || {
+        (curl_in(&node, &url) == "up\n").then_some(())
+    });
+
+    // The server goes away, then the board loses power and reboots.
+    let down_since = Instant::now();
+    server.stop();
+    node.stop();
+    node.simulate_reboot();
+    assert_eq!(
+        curl_in(&node, &url),
+        "",
+        "the pod survived the simulated reboot"
+    );
+    start_agent(&mut node);
+
+    // Back from local state, with the same address, no server needed.
+    wait_for(
+        "keeper to answer again without its server",
+        Duration::from_secs(60),
+        || (curl_in(&node, &url) == "up\n").then_some(()),
+    );
+
+    // Two minutes without the server, then it returns: the node is Ready
+    // again and the pod's status catches up; the pod was left running.
+    let rest = Duration::from_secs(120).saturating_sub(down_since.elapsed());
+    std::thread::sleep(rest);
+    assert_eq!(curl_in(&node, &url), "up\n");
+    let server = Devserver::start_on(&server_dir, address, port, &[]);
+    wait_for(
+        "the node to be Ready again",
+        Duration::from_secs(90),
+        || node_ready(&server, "offline-node").then_some(()),
+    );
+    let before = keeper["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].clone();
+    let keeper = wait_for(
+        "keeper's status to catch up",
+        Duration::from_secs(90),
+        || {
+            let p = pod(&server, "keeper")?;
+            let cs = container_status(&p);
+            (p["status"]["phase"] == "Running"
+                && cs["ready"] == true
+                && cs["state"]["running"]["startedAt"] != before)
+                .then_some(p)
+        },
+    );
+    assert_eq!(keeper["status"]["podIP"], pod_ip.as_str());
+    assert_eq!(curl_in(&node, &url), "up\n");
 }

@@ -181,6 +181,7 @@ fn kubelet_config(
         cluster_cidrs,
         mtu: 1450,
         ipam_dir: config.data_dir.join("agent").join("ipam"),
+        manifests_dir: Some(config.data_dir.join("agent").join("pod-manifests")),
     })
 }
 

@@ -84,6 +84,8 @@ pub struct KubeletConfig {
     pub mtu: u32,
     /// Where pod addresses are recorded (persistent).
     pub ipam_dir: PathBuf,
+    /// The static pod manifests (k3s: `<data-dir>/agent/pod-manifests`).
+    pub manifests_dir: Option<PathBuf>,
 }
 
 /// Why the kubelet could not start.
@@ -122,6 +124,8 @@ pub struct Shared {
     network_error: Mutex<Option<String>>,
     runtime_error: Mutex<Option<String>>,
     pods: Mutex<HashMap<String, Entry>>,
+    /// Mirror pods as the API shows them, by (namespace, name).
+    mirrors: Mutex<HashMap<(String, String), Arc<Pod>>>,
     state: Option<LocalState>,
     stop: watch::Receiver<bool>,
 }
@@ -139,6 +143,21 @@ impl Shared {
 
     pub(crate) fn status_target(&self, pod: &Pod) -> Option<StatusTarget> {
         let meta = &pod.metadata;
+        pod.spec.as_ref()?;
+        if static_pods::is_static_pod(pod) {
+            // A static pod's status goes to its mirror, once there is one.
+            let key = mirror_key(pod);
+            let mirror = lock(&self.mirrors).get(&key).cloned()?;
+            if mirror.metadata.deletion_timestamp.is_some() {
+                return None;
+            }
+            return Some(StatusTarget {
+                namespace: key.0,
+                name: key.1,
+                uid: mirror.metadata.uid.clone()?,
+                current: Some(mirror),
+            });
+        }
         Some(StatusTarget {
             namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
             name: meta.name.clone()?,
@@ -160,8 +179,13 @@ impl Shared {
         }
     }
 
-    /// Hands `pod` to its worker, starting one for a new pod.
+    /// Hands `pod` to its worker, starting one for a new pod. Mirror pods
+    /// only stand for static pods: they are remembered, never run.
     fn upsert(self: &Arc<Self>, pod: Pod, source: Source) {
+        if source != Source::File && static_pods::is_mirror_pod(&pod) {
+            lock(&self.mirrors).insert(mirror_key(&pod), Arc::new(pod));
+            return;
+        }
         let Some(uid) = pod.metadata.uid.clone() else {
             tracing::warn!(pod = ?pod.metadata.name, "pod without uid ignored");
             return;
@@ -204,6 +228,7 @@ impl Shared {
     /// The API's full list: everything from the API or local state that is
     /// not in it is gone.
     fn replace_api_pods(self: &Arc<Self>, items: Vec<Pod>) {
+        lock(&self.mirrors).clear();
         let listed: BTreeSet<String> = items
             .iter()
             .filter_map(|p| p.metadata.uid.clone())
@@ -269,6 +294,7 @@ impl Kubelet {
             )),
             runtime_error: Mutex::new(None),
             pods: Mutex::new(HashMap::new()),
+            mirrors: Mutex::new(HashMap::new()),
             state: Some(state),
             stop,
             config,
@@ -325,14 +351,128 @@ impl Kubelet {
         }
         let (synced_tx, synced_rx) = watch::channel(false);
         let tasks = [
-            tokio::spawn(network_loop(shared.clone(), node)),
+            tokio::spawn(network_loop(shared.clone(), node.clone())),
             tokio::spawn(watch_pods(shared.clone(), synced_tx)),
-            tokio::spawn(relist_loop(shared.clone(), synced_rx)),
+            tokio::spawn(relist_loop(shared.clone(), synced_rx.clone())),
+            tokio::spawn(static_pods_loop(shared.clone(), node, synced_rx)),
         ];
         shutdown.await;
         let _ = self.stop_tx.send(true);
         for t in tasks {
             t.abort();
+        }
+    }
+}
+
+/// (namespace, name) of a pod: how a static pod and its mirror find each other.
+fn mirror_key(pod: &Pod) -> (String, String) {
+    (
+        pod.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        pod.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// How often the manifest directory is read (the kubelet's
+/// `fileCheckFrequency`).
+const MANIFEST_SCAN_EVERY: Duration = Duration::from_secs(20);
+
+/// Runs the static pods of the manifest directory and keeps a mirror pod in
+/// the API for each (`pkg/kubelet/pod/mirror_client.go`): created once the
+/// Node is known, replaced when the manifest changed or the mirror is being
+/// deleted, removed when the manifest is gone.
+async fn static_pods_loop(
+    shared: Arc<Shared>,
+    node: watch::Receiver<Option<Arc<Node>>>,
+    synced: watch::Receiver<bool>,
+) {
+    let Some(dir) = shared.config.manifests_dir.clone() else {
+        return;
+    };
+    let mut manifests = static_pods::ManifestDir::new(dir, shared.config.node_name.clone());
+    let mut current: BTreeMap<String, Pod> = BTreeMap::new();
+    let mut scanned: Option<std::time::Instant> = None;
+    loop {
+        if scanned.is_none_or(|t| t.elapsed() >= MANIFEST_SCAN_EVERY) {
+            scanned = Some(std::time::Instant::now());
+            if let Some(pods) = manifests.scan() {
+                let next: BTreeMap<String, Pod> = pods
+                    .into_iter()
+                    .filter_map(|p| Some((p.metadata.uid.clone()?, p)))
+                    .collect();
+                for uid in current.keys().filter(|u| !next.contains_key(*u)) {
+                    shared.remove(uid);
+                }
+                for pod in next.values() {
+                    shared.upsert(pod.clone(), Source::File);
+                }
+                current = next;
+            }
+        }
+        let node_uid = node.borrow().as_ref().and_then(|n| n.metadata.uid.clone());
+        let api_synced = *synced.borrow();
+        if let (Some(node_uid), true) = (node_uid, api_synced) {
+            sync_mirrors(&shared, &current, &node_uid).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Makes the mirror pods match the static pods.
+async fn sync_mirrors(shared: &Arc<Shared>, statics: &BTreeMap<String, Pod>, node_uid: &str) {
+    let mirrors: Vec<((String, String), Arc<Pod>)> = lock(&shared.mirrors)
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let wanted: BTreeMap<(String, String), &Pod> =
+        statics.values().map(|p| (mirror_key(p), p)).collect();
+    for (key, mirror) in &mirrors {
+        let mirrored = mirror
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(static_pods::CONFIG_MIRROR_ANNOTATION))
+            .map(String::as_str);
+        let current = wanted
+            .get(key)
+            .is_some_and(|p| static_pods::config_hash(p) == mirrored);
+        if current && mirror.metadata.deletion_timestamp.is_none() {
+            continue;
+        }
+        let api: Api<Pod> = Api::namespaced(shared.client.clone(), &key.0);
+        let params = kube::api::DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(kube::api::Preconditions {
+                uid: mirror.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(&key.1, &params).await {
+            Ok(_) => {
+                lock(&shared.mirrors).remove(key);
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
+                lock(&shared.mirrors).remove(key);
+            }
+            Err(e) => tracing::warn!(pod = %key.1, error = %e, "mirror pod not deleted"),
+        }
+    }
+    for (key, pod) in wanted {
+        if lock(&shared.mirrors).contains_key(&key) {
+            continue;
+        }
+        let mirror = static_pods::mirror_pod(pod, &shared.config.node_name, node_uid);
+        let api: Api<Pod> = Api::namespaced(shared.client.clone(), &key.0);
+        match api.create(&kube::api::PostParams::default(), &mirror).await {
+            Ok(created) => {
+                tracing::info!(pod = %key.1, "mirror pod created");
+                lock(&shared.mirrors).insert(key, Arc::new(created));
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => tracing::warn!(pod = %key.1, error = %e, "mirror pod not created"),
         }
     }
 }
@@ -453,7 +593,9 @@ async fn watch_pods(shared: Arc<Shared>, synced: watch::Sender<bool>) {
                         if let Some(v) = &pod.metadata.resource_version {
                             version = v.clone();
                         }
-                        if let Some(uid) = &pod.metadata.uid {
+                        if static_pods::is_mirror_pod(&pod) {
+                            lock(&shared.mirrors).remove(&mirror_key(&pod));
+                        } else if let Some(uid) = &pod.metadata.uid {
                             shared.remove(uid);
                         }
                     }

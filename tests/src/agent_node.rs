@@ -46,6 +46,11 @@ impl AgentNode {
         self.dir.join("run")
     }
 
+    /// The cgroup its pods live under (`/armlet-e2e/<group>`).
+    pub fn cgroup_parent(&self) -> String {
+        format!("/armlet-e2e/{}", self.group)
+    }
+
     /// Where container logs go.
     pub fn pod_logs(&self) -> PathBuf {
         self.dir.join("logs")
@@ -75,7 +80,7 @@ impl AgentNode {
             .arg("--registries")
             .arg(d.join("registries.yaml"))
             .arg("--cgroup-parent")
-            .arg(format!("/armlet-e2e/{}", self.group))
+            .arg(self.cgroup_parent())
             .arg("--resolv-conf")
             .arg(d.join("host-resolv.conf"))
             .env("ARMLET_LOG", "debug");

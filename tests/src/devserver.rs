@@ -129,6 +129,29 @@ impl Devserver {
         let _ = self.child.wait();
     }
 
+    /// Debian's kubectl 1.20 (`ARMLET_KUBECTL`, else where `cargo xtask
+    /// setup` unpacks it) as the admin: (success, stdout, stderr).
+    pub fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
+        let kubectl = std::env::var_os("ARMLET_KUBECTL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/armlet-dev/kubectl/usr/bin/kubectl"));
+        // Its own HOME: no cache shared between tests.
+        let home = self.data_dir.join("kubectl-home");
+        let _ = std::fs::create_dir_all(&home);
+        let out = Command::new(&kubectl)
+            .env("HOME", &home)
+            .env("KUBECONFIG", self.kubeconfig())
+            .args(["--request-timeout", "20s"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask setup`)", kubectl.display()));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// curl as the admin against the API; (HTTP status, body).
     pub fn admin_curl(&self, args: &[&str]) -> (u16, Vec<u8>) {
         let (cert, key) = self.admin_credentials();

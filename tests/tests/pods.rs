@@ -507,3 +507,230 @@ fn a_node_rebooting_while_its_server_is_down_brings_its_pods_back() {
     assert_eq!(keeper["status"]["podIP"], pod_ip.as_str());
     assert_eq!(curl_in(&node, &url), "up\n");
 }
+
+/// A cgroup file of the pod's container, from cgroup v1's `controller`
+/// hierarchy or the v2 one.
+fn container_cgroup_file(relative: &str, controller: &str, v1: &str, v2: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}{relative}/{v1}"))
+        .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup{relative}/{v2}")))
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+#[test]
+fn static_pods_init_containers_probes_hooks_limits_and_kubectl() {
+    require_root();
+    let scratch = TempDir::new("pods-features");
+    let mut node = AgentNode::new(&scratch.path().join("node"), "feature-node");
+    let server = Devserver::start_on(
+        &scratch.path().join("server"),
+        IpAddr::V4(node.netns.host_ip),
+        0,
+        &[],
+    );
+    let registry = TestRegistry::start_on(RegistryOptions::default(), node.netns.host_ip);
+    let layout = scratch.path().join("layout");
+    busybox_index(&layout, "1");
+    registry.push(&layout, "1", "library/busybox:1");
+    std::fs::write(
+        node.dir.join("registries.yaml"),
+        format!(
+            "mirrors:\n  \"{h}\":\n    endpoint:\n      - \"http://{h}\"\n",
+            h = registry.host()
+        ),
+    )
+    .unwrap();
+    let image = format!("{}/library/busybox:1", registry.host());
+
+    // A static pod, there before the agent starts.
+    let manifests = node.dir.join("data/agent/pod-manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let manifest = manifests.join("static.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: static\nspec:\n  containers:\n  - name: main\n    image: {image}\n    command: [/bin/busybox, sleep, '3600']\n"
+        ),
+    )
+    .unwrap();
+    let token = server.token();
+    let mut c = node.command(&server.url, &token);
+    c.args(["--lease-interval", "2"]);
+    node.start(c);
+
+    // Its mirror pod shows it running, owned by the Node.
+    let mirror = wait_for("the mirror pod to run", Duration::from_secs(90), || {
+        let p = pod(&server, "static-feature-node")?;
+        (p["status"]["phase"] == "Running").then_some(p)
+    });
+    assert_eq!(mirror["metadata"]["ownerReferences"][0]["kind"], "Node");
+    assert_eq!(mirror["metadata"]["ownerReferences"][0]["name"], "feature-node");
+    assert!(mirror["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string());
+    let static_id = container_status(&mirror)["containerID"].clone();
+    assert!(static_id.is_string(), "{mirror}");
+
+    // Deleting the mirror does not stop the static pod: it is mirrored again.
+    let (status, _) = server.admin_curl(&[
+        "-X",
+        "DELETE",
+        "URL/api/v1/namespaces/default/pods/static-feature-node",
+    ]);
+    assert!(status == 200 || status == 202, "{status}");
+    let again = wait_for("a new mirror pod", Duration::from_secs(60), || {
+        let p = pod(&server, "static-feature-node")?;
+        (p["metadata"]["uid"] != mirror["metadata"]["uid"]
+            && p["metadata"]["deletionTimestamp"].is_null()
+            && container_status(&p)["containerID"] == static_id)
+            .then_some(p)
+    });
+    assert_eq!(container_status(&again)["restartCount"], 0);
+
+    // Init containers, subPath, limits, a liveness probe, a preStop hook.
+    let (status, body) = server.admin_curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &json!({"metadata": {"name": "settings"}, "data": {"motd": "welcome"}}).to_string(),
+        "URL/api/v1/namespaces/default/configmaps",
+    ]);
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let host_dir = node.dir.join("hostpath");
+    create(
+        &server,
+        json!({
+            "metadata": {"name": "features"},
+            "spec": {
+                "nodeName": "feature-node",
+                "terminationGracePeriodSeconds": 3,
+                "initContainers": [{
+                    "name": "init", "image": image,
+                    "command": ["/bin/busybox", "sh", "-c", "echo from-init > /work/msg"],
+                    "volumeMounts": [{"name": "work", "mountPath": "/work"}]
+                }],
+                "containers": [
+                    {
+                        "name": "main", "image": image,
+                        "command": ["/bin/busybox", "sh", "-c",
+                            "cat /work/msg; cat /etc/motd; echo; trap 'exit 0' TERM; while true; do /bin/busybox sleep 1; done"],
+                        "resources": {"limits": {"memory": "64Mi", "cpu": "200m"}},
+                        "volumeMounts": [
+                            {"name": "work", "mountPath": "/work"},
+                            {"name": "settings", "mountPath": "/etc/motd", "subPath": "motd"},
+                            {"name": "host", "mountPath": "/host"}
+                        ],
+                        "lifecycle": {"preStop": {"exec": {"command": ["/bin/busybox", "sh", "-c", "echo prestop > /host/prestop"]}}}
+                    },
+                    {
+                        "name": "flaky", "image": image,
+                        "command": ["/bin/busybox", "sleep", "3600"],
+                        "livenessProbe": {"exec": {"command": ["/bin/busybox", "false"]}, "periodSeconds": 1, "failureThreshold": 2}
+                    }
+                ],
+                "volumes": [
+                    {"name": "work", "emptyDir": {}},
+                    {"name": "settings", "configMap": {"name": "settings"}},
+                    {"name": "host", "hostPath": {"path": host_dir.to_str().unwrap(), "type": "DirectoryOrCreate"}}
+                ]
+            }
+        }),
+    );
+    create(
+        &server,
+        json!({
+            "metadata": {"name": "hostnet"},
+            "spec": {
+                "nodeName": "feature-node",
+                "hostNetwork": true,
+                "containers": [{"name": "c", "image": image, "command": ["/bin/busybox", "sleep", "3600"]}]
+            }
+        }),
+    );
+
+    // The liveness probe fails: flaky is killed and restarted.
+    let features = wait_for("flaky to be restarted", Duration::from_secs(90), || {
+        let p = pod(&server, "features")?;
+        let flaky = p["status"]["containerStatuses"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == "flaky")?
+            .clone();
+        (flaky["restartCount"].as_i64()? >= 1).then_some(p)
+    });
+    let statuses = features["status"]["containerStatuses"].as_array().unwrap();
+    let flaky = statuses.iter().find(|c| c["name"] == "flaky").unwrap();
+    assert_eq!(flaky["lastState"]["terminated"]["exitCode"], 137, "{flaky}");
+    let main = statuses.iter().find(|c| c["name"] == "main").unwrap();
+    assert!(main["state"]["running"].is_object(), "{main}");
+    assert_eq!(main["restartCount"], 0);
+    let init = &features["status"]["initContainerStatuses"][0];
+    assert_eq!(init["state"]["terminated"]["reason"], "Completed", "{init}");
+    assert_eq!(features["status"]["qosClass"], "Burstable");
+
+    // What main saw: the init container's file and the subPath'd key.
+    let uid = features["metadata"]["uid"].as_str().unwrap();
+    let log = std::fs::read_to_string(
+        node.pod_logs()
+            .join(format!("default_features_{uid}"))
+            .join("main/0.log"),
+    )
+    .unwrap();
+    assert!(log.contains("stdout F from-init"), "{log}");
+    assert!(log.contains("stdout F welcome"), "{log}");
+
+    // Its limits are in its cgroup.
+    let id = main["containerID"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("armlet://")
+        .unwrap();
+    let relative = format!("{}/burstable/pod{uid}/{id}", node.cgroup_parent());
+    assert_eq!(
+        container_cgroup_file(&relative, "memory", "memory.limit_in_bytes", "memory.max").as_deref(),
+        Some("67108864")
+    );
+    let quota = container_cgroup_file(&relative, "cpu", "cpu.cfs_quota_us", "cpu.max").unwrap();
+    assert!(quota == "20000" || quota.starts_with("20000 "), "{quota}");
+
+    // A hostNetwork pod has the node's address.
+    let hostnet = wait_for("hostnet to run", Duration::from_secs(60), || {
+        let p = pod(&server, "hostnet")?;
+        (p["status"]["phase"] == "Running").then_some(p)
+    });
+    assert_eq!(hostnet["status"]["podIP"], node.netns.node_ip.to_string());
+
+    // Debian's kubectl sees it all.
+    let (ok, out, err) = server.kubectl(&["get", "pods", "-o", "wide"]);
+    assert!(ok, "{err}");
+    for name in ["features", "hostnet", "static-feature-node"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} not in\n{out}"));
+        assert!(line.contains("Running"), "{line}");
+        assert!(line.contains("feature-node"), "{line}");
+    }
+    let (ok, out, err) = server.kubectl(&["describe", "pod", "features"]);
+    assert!(ok, "{err}");
+    for expected in ["Init Containers:", "Liveness:", "armlet://", "Burstable"] {
+        assert!(out.contains(expected), "{expected:?} not in\n{out}");
+    }
+
+    // Deletion runs the preStop hook, then main ends on SIGTERM.
+    let (status, _) = server.admin_curl(&["-X", "DELETE", "URL/api/v1/namespaces/default/pods/features"]);
+    assert_eq!(status, 202);
+    wait_for("features to be gone", Duration::from_secs(30), || {
+        pod(&server, "features").is_none().then_some(())
+    });
+    assert_eq!(
+        std::fs::read_to_string(host_dir.join("prestop")).unwrap(),
+        "prestop\n"
+    );
+
+    // The manifest removed: the static pod stops and its mirror goes.
+    std::fs::remove_file(&manifest).unwrap();
+    wait_for("the mirror pod to go", Duration::from_secs(60), || {
+        pod(&server, "static-feature-node").is_none().then_some(())
+    });
+}

@@ -40,6 +40,11 @@ pub struct AgentCmd {
     /// k3s's registries.yaml (mirrors, rewrites, credentials, TLS).
     #[arg(long, hide = true, value_name = "FILE", default_value = crate::images::DEFAULT_REGISTRIES, env = "ARMLET_REGISTRIES")]
     pub registries: PathBuf,
+    /// Seconds pods get to stop when the node shuts down (SIGPWR, sent by
+    /// the firmware's shutdown script; the kubelet's `shutdownGracePeriod`).
+    /// SIGTERM only stops the agent: its pods keep running for the next one.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub shutdown_grace_period: u64,
     /// The cgroup all pods live under.
     #[arg(long, hide = true, value_name = "PATH", default_value = "/kubepods")]
     pub cgroup_parent: PathBuf,
@@ -60,6 +65,11 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+/// SIGPWR's number (30 on x86 and ARM Linux).
+fn libc_sigpwr() -> i32 {
+    nix::sys::signal::Signal::SIGPWR as i32
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -208,9 +218,11 @@ pub fn run(cmd: &AgentCmd, runtime_root: &std::path::Path) -> Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stop_tx = std::sync::Arc::new(stop_tx);
+        let on_signal = stop_tx.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
-            let _ = stop_tx.send(true);
+            let _ = on_signal.send(true);
         });
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -241,6 +253,21 @@ pub fn run(cmd: &AgentCmd, runtime_root: &std::path::Path) -> Result<()> {
         )
         .context("starting the kubelet")?;
         let readiness = kubelet.readiness();
+        // SIGPWR: the node is going down. Pods are stopped with their grace
+        // periods and reported, then the agent stops.
+        let node_shutdown = kubelet.shutdown_handle();
+        let grace = std::time::Duration::from_secs(cmd.shutdown_grace_period);
+        let on_power = stop_tx.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut power) = signal(SignalKind::from_raw(libc_sigpwr())) else {
+                return;
+            };
+            if power.recv().await.is_some() {
+                node_shutdown.shut_down_node(grace).await;
+                let _ = on_power.send(true);
+            }
+        });
         let (node_tx, node_rx) = tokio::sync::watch::channel(None);
         let kubelet_task = tokio::spawn(kubelet.run(node_rx, stopped(stop_rx.clone())));
 

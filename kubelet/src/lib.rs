@@ -123,6 +123,8 @@ pub struct Shared {
     network: Mutex<Option<Arc<PodNetwork>>>,
     network_error: Mutex<Option<String>>,
     runtime_error: Mutex<Option<String>>,
+    /// Set when the node is shutting down: the grace period pods get.
+    node_shutdown: Mutex<Option<Duration>>,
     pods: Mutex<HashMap<String, Entry>>,
     /// Mirror pods as the API shows them, by (namespace, name).
     mirrors: Mutex<HashMap<(String, String), Arc<Pod>>>,
@@ -139,6 +141,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     pub(crate) fn network(&self) -> Option<Arc<PodNetwork>> {
         lock(&self.network).clone()
+    }
+
+    /// The grace period of a node shutdown in progress.
+    pub(crate) fn node_shutdown(&self) -> Option<Duration> {
+        *lock(&self.node_shutdown)
     }
 
     pub(crate) fn status_target(&self, pod: &Pod) -> Option<StatusTarget> {
@@ -269,6 +276,49 @@ pub struct Kubelet {
     stop_tx: watch::Sender<bool>,
 }
 
+/// Starts a graceful node shutdown of a running [`Kubelet`].
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    shared: Arc<Shared>,
+}
+
+impl ShutdownHandle {
+    /// The node is shutting down (the kubelet's graceful node shutdown): the
+    /// node turns NotReady, every pod's containers are stopped with their
+    /// grace periods, at most `grace`, and each pod is reported Failed with
+    /// the kubelet's reason; returns once no container runs, or `grace` plus
+    /// a few seconds later. The pods' objects stay (their controllers
+    /// replace them elsewhere).
+    pub async fn shut_down_node(&self, grace: Duration) {
+        *lock(&self.shared.node_shutdown) = Some(grace);
+        tracing::info!(grace_s = grace.as_secs(), "node shutdown: stopping pods");
+        let uids: Vec<String> = lock(&self.shared.pods).keys().cloned().collect();
+        for uid in uids {
+            self.shared.wake(&uid);
+        }
+        let deadline = std::time::Instant::now() + grace + Duration::from_secs(5);
+        loop {
+            let live = match self.shared.runtime.list().await {
+                Ok(infos) => infos
+                    .iter()
+                    .filter(|i| {
+                        i.label(LABEL_POD_UID).is_some()
+                            && i.state != armlet_runtime::protocol::ContainerState::Exited
+                    })
+                    .count(),
+                Err(_) => 0,
+            };
+            if live == 0 || std::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The workers post the final statuses as they see the exits.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tracing::info!("node shutdown: pods stopped");
+    }
+}
+
 impl Kubelet {
     /// A kubelet for the node, using `client` (the node's identity) and the
     /// node's image service.
@@ -293,6 +343,7 @@ impl Kubelet {
                 "network not ready: the node has no podCIDR yet".into(),
             )),
             runtime_error: Mutex::new(None),
+            node_shutdown: Mutex::new(None),
             pods: Mutex::new(HashMap::new()),
             mirrors: Mutex::new(HashMap::new()),
             state: Some(state),
@@ -305,11 +356,21 @@ impl Kubelet {
         Ok(Self { shared, stop_tx })
     }
 
+    /// A handle to start a graceful node shutdown while [`run`](Self::run) runs.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// The node's readiness as the kubelet sees it (runtime and network up),
     /// for the Node's Ready condition.
     pub fn readiness(&self) -> impl Fn() -> Result<(), String> + Send + Sync + 'static {
         let shared = self.shared.clone();
         move || {
+            if shared.node_shutdown().is_some() {
+                return Err("node is shutting down".to_owned());
+            }
             if let Some(e) = lock(&shared.runtime_error).clone() {
                 return Err(e);
             }

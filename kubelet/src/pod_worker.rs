@@ -95,6 +95,8 @@ pub struct PodWorker {
     pod_ips: Vec<String>,
     /// The pod as the API last showed it (the base of status patches).
     base: Option<Arc<Pod>>,
+    /// The node is shutting down: statuses say so.
+    shutting_down: bool,
 }
 
 fn pod_name(pod: &Pod) -> String {
@@ -234,6 +236,7 @@ impl PodWorker {
             stops: BTreeMap::new(),
             pod_ips: Vec::new(),
             base: None,
+            shutting_down: false,
         }
     }
 
@@ -278,6 +281,9 @@ impl PodWorker {
                 return Next::At(Instant::now() + Duration::from_secs(1));
             }
         };
+        if let Some(grace) = self.shared.node_shutdown() {
+            return self.shut_down(&pod, &observed, grace).await;
+        }
         if desired.removed || pod.metadata.deletion_timestamp.is_some() {
             return self.terminate(&desired, &observed).await;
         }
@@ -517,7 +523,8 @@ impl PodWorker {
                 }
                 None => {
                     init_done = false;
-                    self.start(c, 0, &starter).await;
+                    let first = self.first_restart_count(starter.pod, c);
+                    self.start(c, first, &starter).await;
                     break;
                 }
             }
@@ -527,7 +534,10 @@ impl PodWorker {
         }
         for c in &spec.containers {
             match observed.latest(&c.name) {
-                None => self.start(c, 0, &starter).await,
+                None => {
+                    let first = self.first_restart_count(pod, c);
+                    self.start(c, first, &starter).await;
+                }
                 Some(i) if i.state == ContainerState::Created => {
                     // Created but never started (an interrupted start): go on.
                     let id = i.id.clone();
@@ -600,6 +610,40 @@ impl PodWorker {
             }
         }
         Ok(mounted)
+    }
+
+    /// The restart count of a container the runtime has no instance of: 0 for
+    /// a new pod, one more than the last log file's after a reboot (the
+    /// runtime's records are on tmpfs; the logs, like containerd's records
+    /// for the kubelet, survive it), so counts go on and `--previous` works.
+    fn first_restart_count(&self, pod: &Pod, c: &Container) -> i32 {
+        let dir = self.log_dir(pod, &c.name);
+        let last = fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let name = name.to_str()?;
+                name.strip_suffix(".log")?.parse::<i32>().ok()
+            })
+            .max();
+        last.map_or(0, |n| n.saturating_add(1))
+    }
+
+    /// `<pod logs>/<namespace>_<name>_<uid>/<container>`.
+    fn log_dir(&self, pod: &Pod, container: &str) -> PathBuf {
+        let meta = &pod.metadata;
+        self.shared
+            .config
+            .pod_logs
+            .join(format!(
+                "{}_{}_{}",
+                meta.namespace.as_deref().unwrap_or("default"),
+                meta.name.as_deref().unwrap_or_default(),
+                self.uid
+            ))
+            .join(container)
     }
 
     /// Starts the next instance of an exited container, unless it is in
@@ -737,11 +781,7 @@ impl PodWorker {
         let meta = &pod.metadata;
         let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
         let pod_name = meta.name.clone().unwrap_or_default();
-        let log_dir = shared
-            .config
-            .pod_logs
-            .join(format!("{namespace}_{pod_name}_{}", self.uid))
-            .join(&c.name);
+        let log_dir = self.log_dir(pod, &c.name);
         fs::create_dir_all(&log_dir)
             .map_err(|e| Waiting::new("CreateContainerError", e.to_string()))?;
         let log_path = log_dir.join(format!("{restart}.log"));
@@ -1015,34 +1055,54 @@ impl PodWorker {
         let _ = fs::remove_dir_all(self.shared.config.runtime_root.join("bundles").join(id));
     }
 
-    /// Deletion: stop every container with its grace period, clean up, post
-    /// the final status and (for API pods) delete the object.
-    async fn terminate(&mut self, desired: &Desired, observed: &Observed) -> Next {
-        let pod = desired.pod.clone();
+    /// Node shutdown: every container stopped with its grace period (at most
+    /// the shutdown's), then the pod reported Failed as the kubelet reports
+    /// it. Nothing is cleaned up: the node is going down.
+    async fn shut_down(&mut self, pod: &Arc<Pod>, observed: &Observed, grace: Duration) -> Next {
+        let cap = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+        let wake = self.stop_live(pod, observed, Some(cap)).await;
+        let running = observed.live().next().is_some();
+        self.shutting_down = true;
+        self.report(pod, observed, !running).await;
+        if running {
+            let soon = Instant::now() + Duration::from_millis(200);
+            return Next::At(wake.map_or(soon, |w| w.min(soon)));
+        }
+        Next::At(Instant::now() + RESYNC)
+    }
+
+    /// Steps the stop of every live container (preStop, signal, grace,
+    /// SIGKILL); the instant the next step is due, if any.
+    async fn stop_live(
+        &mut self,
+        pod: &Pod,
+        observed: &Observed,
+        cap: Option<i64>,
+    ) -> Option<Instant> {
         let now = Instant::now();
         let mut wake: Option<Instant> = None;
-        let mut running = false;
         let pod_ip = self.pod_ips.first().cloned();
         for info in observed.live() {
-            running = true;
             let name = info
                 .label(LABEL_CONTAINER_NAME)
                 .unwrap_or_default()
                 .to_owned();
             let default = Container::default();
-            let c = spec_of(&pod, &name).unwrap_or(&default);
+            let c = spec_of(pod, &name).unwrap_or(&default);
             let signal = info
                 .label(LABEL_STOP_SIGNAL)
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(15);
             let stop = self.stops.entry(info.id.clone()).or_insert_with(|| {
+                let grace = armlet_pods::termination::grace_period(pod, c, KillReason::Stop);
+                let capped = cap.map(|cap| grace.min(cap));
                 ContainerStop::for_container(
-                    &pod,
+                    pod,
                     c,
                     KillReason::Stop,
                     pod_ip.as_deref(),
                     signal,
-                    None,
+                    capped,
                 )
                 .0
             });
@@ -1071,6 +1131,15 @@ impl PodWorker {
                 }
             }
         }
+        wake
+    }
+
+    /// Deletion: stop every container with its grace period, clean up, post
+    /// the final status and (for API pods) delete the object.
+    async fn terminate(&mut self, desired: &Desired, observed: &Observed) -> Next {
+        let pod = desired.pod.clone();
+        let wake = self.stop_live(&pod, observed, None).await;
+        let running = observed.live().next().is_some();
         if running {
             // Exits are noticed by the runtime's relist; look again soon.
             let soon = Instant::now() + Duration::from_millis(200);
@@ -1157,7 +1226,7 @@ impl PodWorker {
         let containers = observed.for_status();
         let probes = self.probe_results(observed);
         let host_ips = self.shared.config.host_ips.clone();
-        let status = status::pod_status(&StatusInput {
+        let mut status = status::pod_status(&StatusInput {
             pod: &base,
             host_ips: &host_ips,
             pod_ips: if Self::host_network(pod) {
@@ -1171,6 +1240,13 @@ impl PodWorker {
             terminal,
             now: k8s_openapi::chrono::Utc::now(),
         });
+        if self.shutting_down && terminal {
+            // The kubelet's node shutdown manager (1.22+ wording).
+            status.phase = Some("Failed".into());
+            status.reason = Some("Terminated".into());
+            status.message =
+                Some("Pod was terminated in response to imminent node shutdown.".into());
+        }
         let target = match self.shared.status_target(pod) {
             Some(t) => t,
             None => return,

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::netns::NodeNetns;
+use crate::oci::busybox_index;
+use crate::registry::{RegistryOptions, TestRegistry};
 use crate::{HOST, release_binary};
 
 /// One node and its agent process.
@@ -105,20 +107,32 @@ impl AgentNode {
 
     /// Sends SIGTERM and waits for the agent to exit; its exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        self.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(15))
+    }
+
+    /// Sends SIGPWR (the node is shutting down) and waits for the agent to
+    /// stop its pods and exit; its exit status.
+    pub fn power_off(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        self.signal_and_wait(nix::sys::signal::Signal::SIGPWR, limit)
+    }
+
+    fn signal_and_wait(
+        &mut self,
+        signal: nix::sys::signal::Signal,
+        limit: Duration,
+    ) -> Option<std::process::ExitStatus> {
         let mut child = self.agent.take()?;
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
+        // The agent runs under nsenter, which execs it: same pid.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 return Some(status);
             }
-            if start.elapsed() > Duration::from_secs(15) {
+            if start.elapsed() > limit {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("the agent ignored SIGTERM");
+                panic!("the agent did not exit within {limit:?} of {signal}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -147,6 +161,26 @@ impl AgentNode {
                     .output();
             }
         }
+    }
+
+    /// A real registry (plain HTTP) on the node's host end, holding the
+    /// busybox test image as `library/busybox:1`, and the node's
+    /// registries.yaml pointing at it; with the image's reference.
+    pub fn serve_busybox(&self, layout: &Path) -> (TestRegistry, String) {
+        let registry = TestRegistry::start_on(RegistryOptions::default(), self.netns.host_ip);
+        busybox_index(layout, "1");
+        registry.push(layout, "1", "library/busybox:1");
+        // A registry off loopback is HTTPS to k3s unless registries.yaml says.
+        std::fs::write(
+            self.dir.join("registries.yaml"),
+            format!(
+                "mirrors:\n  \"{h}\":\n    endpoint:\n      - \"http://{h}\"\n",
+                h = registry.host()
+            ),
+        )
+        .expect("writing registries.yaml");
+        let image = format!("{}/library/busybox:1", registry.host());
+        (registry, image)
     }
 
     /// The agent's log so far.

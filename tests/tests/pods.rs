@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use armlet_tests::agent_node::AgentNode;
 use armlet_tests::devserver::Devserver;
 use armlet_tests::node::{TempDir, require_root};
-use armlet_tests::oci::busybox_index;
-use armlet_tests::registry::{RegistryOptions, TestRegistry};
+use armlet_tests::registry::TestRegistry;
 use serde_json::{Value, json};
 
 fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
@@ -50,30 +49,48 @@ fn container_status(p: &Value) -> &Value {
     &p["status"]["containerStatuses"][0]
 }
 
+/// A node under test, the devserver and a registry with the busybox image,
+/// torn down in that order.
+struct Cluster {
+    node: AgentNode,
+    server: Devserver,
+    _registry: TestRegistry,
+    image: String,
+    scratch: TempDir,
+}
+
+impl Cluster {
+    fn new(test: &str, node_name: &str) -> Self {
+        require_root();
+        let scratch = TempDir::new(test);
+        let node = AgentNode::new(&scratch.path().join("node"), node_name);
+        let server = Devserver::start_on(
+            &scratch.path().join("server"),
+            IpAddr::V4(node.netns.host_ip),
+            0,
+            &[],
+        );
+        let (registry, image) = node.serve_busybox(&scratch.path().join("layout"));
+        Self {
+            node,
+            server,
+            _registry: registry,
+            image,
+            scratch,
+        }
+    }
+}
+
 #[test]
 fn the_agent_runs_pods_reports_them_and_deletes_them() {
-    require_root();
-    let scratch = TempDir::new("pods");
-    let mut node = AgentNode::new(&scratch.path().join("node"), "pod-node");
-    let server = Devserver::start_on(
-        &scratch.path().join("server"),
-        IpAddr::V4(node.netns.host_ip),
-        0,
-        &[],
-    );
-    let registry = TestRegistry::start_on(RegistryOptions::default(), node.netns.host_ip);
-    let layout = scratch.path().join("layout");
-    busybox_index(&layout, "1");
-    registry.push(&layout, "1", "library/busybox:1");
-    std::fs::write(
-        node.dir.join("registries.yaml"),
-        format!(
-            "mirrors:\n  \"{h}\":\n    endpoint:\n      - \"http://{h}\"\n",
-            h = registry.host()
-        ),
-    )
-    .unwrap();
-    let image = format!("{}/library/busybox:1", registry.host());
+    // Bindings drop in reverse: the node first, the scratch directory last.
+    let Cluster {
+        scratch: _scratch,
+        image,
+        _registry: registry,
+        server,
+        mut node,
+    } = Cluster::new("pods", "pod-node");
     let token = server.token();
     let agent = |node: &AgentNode| {
         let mut c = node.command(&server.url, &token);
@@ -404,25 +421,16 @@ fn curl_in(node: &AgentNode, url: &str) -> String {
 
 #[test]
 fn a_node_rebooting_while_its_server_is_down_brings_its_pods_back() {
-    require_root();
-    let scratch = TempDir::new("pods-offline");
-    let mut node = AgentNode::new(&scratch.path().join("node"), "offline-node");
+    let Cluster {
+        scratch,
+        image,
+        _registry,
+        server,
+        mut node,
+    } = Cluster::new("pods-offline", "offline-node");
     let server_dir = scratch.path().join("server");
     let address = IpAddr::V4(node.netns.host_ip);
-    let server = Devserver::start_on(&server_dir, address, 0, &[]);
     let port = server.port;
-    let registry = TestRegistry::start_on(RegistryOptions::default(), node.netns.host_ip);
-    let layout = scratch.path().join("layout");
-    busybox_index(&layout, "1");
-    registry.push(&layout, "1", "library/busybox:1");
-    std::fs::write(
-        node.dir.join("registries.yaml"),
-        format!(
-            "mirrors:\n  \"{h}\":\n    endpoint:\n      - \"http://{h}\"\n",
-            h = registry.host()
-        ),
-    )
-    .unwrap();
     let token = server.token();
     let server_url = server.url.clone();
     let start_agent = |node: &mut AgentNode| {
@@ -442,7 +450,7 @@ fn a_node_rebooting_while_its_server_is_down_brings_its_pods_back() {
                 "nodeName": "offline-node",
                 "containers": [{
                     "name": "web",
-                    "image": format!("{}/library/busybox:1", registry.host()),
+                    "image": image,
                     "command": ["/bin/busybox", "sh", "-c",
                         "echo up > /www/index.html; exec /bin/busybox httpd -f -p 8080 -h /www"],
                     "volumeMounts": [{"name": "www", "mountPath": "/www"}]
@@ -491,7 +499,9 @@ fn a_node_rebooting_while_its_server_is_down_brings_its_pods_back() {
         Duration::from_secs(90),
         || node_ready(&server, "offline-node").then_some(()),
     );
-    let before = keeper["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].clone();
+    let before = container_status(&keeper)["containerID"].clone();
+    // The reboot's new instance counts as a restart (the log files say how
+    // many came before), with a container ID of its own.
     let keeper = wait_for(
         "keeper's status to catch up",
         Duration::from_secs(90),
@@ -500,12 +510,28 @@ fn a_node_rebooting_while_its_server_is_down_brings_its_pods_back() {
             let cs = container_status(&p);
             (p["status"]["phase"] == "Running"
                 && cs["ready"] == true
-                && cs["state"]["running"]["startedAt"] != before)
+                && cs["restartCount"] == 1
+                && cs["containerID"] != before)
                 .then_some(p)
         },
     );
     assert_eq!(keeper["status"]["podIP"], pod_ip.as_str());
     assert_eq!(curl_in(&node, &url), "up\n");
+
+    // The node shuts down (SIGPWR): the pod is stopped and reported Failed
+    // as the kubelet reports it, and the agent exits.
+    let status = node
+        .power_off(Duration::from_secs(60))
+        .expect("the agent ran");
+    assert!(status.success(), "{status}");
+    assert_eq!(curl_in(&node, &url), "", "the pod still answers");
+    let keeper = pod(&server, "keeper").unwrap();
+    assert_eq!(keeper["status"]["phase"], "Failed", "{keeper}");
+    assert_eq!(keeper["status"]["reason"], "Terminated");
+    assert!(
+        container_status(&keeper)["state"]["terminated"].is_object(),
+        "{keeper}"
+    );
 }
 
 /// A cgroup file of the pod's container, from cgroup v1's `controller`
@@ -519,29 +545,13 @@ fn container_cgroup_file(relative: &str, controller: &str, v1: &str, v2: &str) -
 
 #[test]
 fn static_pods_init_containers_probes_hooks_limits_and_kubectl() {
-    require_root();
-    let scratch = TempDir::new("pods-features");
-    let mut node = AgentNode::new(&scratch.path().join("node"), "feature-node");
-    let server = Devserver::start_on(
-        &scratch.path().join("server"),
-        IpAddr::V4(node.netns.host_ip),
-        0,
-        &[],
-    );
-    let registry = TestRegistry::start_on(RegistryOptions::default(), node.netns.host_ip);
-    let layout = scratch.path().join("layout");
-    busybox_index(&layout, "1");
-    registry.push(&layout, "1", "library/busybox:1");
-    std::fs::write(
-        node.dir.join("registries.yaml"),
-        format!(
-            "mirrors:\n  \"{h}\":\n    endpoint:\n      - \"http://{h}\"\n",
-            h = registry.host()
-        ),
-    )
-    .unwrap();
-    let image = format!("{}/library/busybox:1", registry.host());
-
+    let Cluster {
+        scratch: _scratch,
+        image,
+        _registry,
+        server,
+        mut node,
+    } = Cluster::new("pods-features", "feature-node");
     // A static pod, there before the agent starts.
     let manifests = node.dir.join("data/agent/pod-manifests");
     std::fs::create_dir_all(&manifests).unwrap();
@@ -553,8 +563,7 @@ fn static_pods_init_containers_probes_hooks_limits_and_kubectl() {
         ),
     )
     .unwrap();
-    let token = server.token();
-    let mut c = node.command(&server.url, &token);
+    let mut c = node.command(&server.url, &server.token());
     c.args(["--lease-interval", "2"]);
     node.start(c);
 
@@ -564,7 +573,10 @@ fn static_pods_init_containers_probes_hooks_limits_and_kubectl() {
         (p["status"]["phase"] == "Running").then_some(p)
     });
     assert_eq!(mirror["metadata"]["ownerReferences"][0]["kind"], "Node");
-    assert_eq!(mirror["metadata"]["ownerReferences"][0]["name"], "feature-node");
+    assert_eq!(
+        mirror["metadata"]["ownerReferences"][0]["name"],
+        "feature-node"
+    );
     assert!(mirror["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string());
     let static_id = container_status(&mirror)["containerID"].clone();
     assert!(static_id.is_string(), "{mirror}");
@@ -687,7 +699,8 @@ fn static_pods_init_containers_probes_hooks_limits_and_kubectl() {
         .unwrap();
     let relative = format!("{}/burstable/pod{uid}/{id}", node.cgroup_parent());
     assert_eq!(
-        container_cgroup_file(&relative, "memory", "memory.limit_in_bytes", "memory.max").as_deref(),
+        container_cgroup_file(&relative, "memory", "memory.limit_in_bytes", "memory.max")
+            .as_deref(),
         Some("67108864")
     );
     let quota = container_cgroup_file(&relative, "cpu", "cpu.cfs_quota_us", "cpu.max").unwrap();
@@ -718,7 +731,11 @@ fn static_pods_init_containers_probes_hooks_limits_and_kubectl() {
     }
 
     // Deletion runs the preStop hook, then main ends on SIGTERM.
-    let (status, _) = server.admin_curl(&["-X", "DELETE", "URL/api/v1/namespaces/default/pods/features"]);
+    let (status, _) = server.admin_curl(&[
+        "-X",
+        "DELETE",
+        "URL/api/v1/namespaces/default/pods/features",
+    ]);
     assert_eq!(status, 202);
     wait_for("features to be gone", Duration::from_secs(30), || {
         pod(&server, "features").is_none().then_some(())

@@ -732,6 +732,7 @@ async fn relist_loop(shared: Arc<Shared>, synced: watch::Receiver<bool>) {
         if *synced.borrow() && persisted.elapsed() >= PERSIST_OBJECTS_EVERY {
             persisted = std::time::Instant::now();
             persist_objects(&shared);
+            release_addresses(&shared).await;
         }
     }
 }
@@ -739,6 +740,30 @@ async fn relist_loop(shared: Arc<Shared>, synced: watch::Receiver<bool>) {
 /// How often the objects pods use are compared with the saved ones (and
 /// written when they changed).
 const PERSIST_OBJECTS_EVERY: Duration = Duration::from_secs(30);
+
+/// Frees the addresses (and veths) of pods no worker has: what a crash
+/// between an attach and its record, or a pod removed while the agent was
+/// down, would otherwise leak.
+async fn release_addresses(shared: &Arc<Shared>) {
+    let Some(network) = shared.network() else {
+        return;
+    };
+    let shared = shared.clone();
+    // The pod table stays locked throughout: no new pod can be admitted (and
+    // attach) between taking the live set and releasing the rest.
+    let release = move || {
+        let pods = lock(&shared.pods);
+        let live: BTreeSet<String> = pods.keys().cloned().collect();
+        network.release_except(&live)
+    };
+    match tokio::task::spawn_blocking(release).await {
+        Ok(Ok(freed)) if !freed.is_empty() => {
+            tracing::info!(pods = ?freed, "released the addresses of pods that are gone");
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "pod addresses not checked"),
+        _ => {}
+    }
+}
 
 /// Saves the ConfigMaps and Services the node's pods use (never Secrets) for
 /// a start without the server.

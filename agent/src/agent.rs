@@ -213,6 +213,10 @@ pub fn run(cmd: &AgentCmd, runtime_root: &std::path::Path) -> Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Runtime, sandbox, network and store calls block: a burst of pods
+        // queues on a few dozen threads instead of growing hundreds (an exec
+        // probe that hangs holds one until its process ends).
+        .max_blocking_threads(32)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -253,6 +257,7 @@ pub fn run(cmd: &AgentCmd, runtime_root: &std::path::Path) -> Result<()> {
         )
         .context("starting the kubelet")?;
         let readiness = kubelet.readiness();
+        let ready_probe = kubelet.readiness();
         // SIGPWR: the node is going down. Pods are stopped with their grace
         // periods and reported, then the agent stops.
         let node_shutdown = kubelet.shutdown_handle();
@@ -320,6 +325,20 @@ pub fn run(cmd: &AgentCmd, runtime_root: &std::path::Path) -> Result<()> {
         node.intervals.lease_renew = renew;
         node.intervals.status_update = renew;
         let agent = armlet_node::NodeAgent::new(client, node, readiness);
+        // A readiness change (the pod network coming up after the podCIDR
+        // arrives) is reported at once, not at the next status interval.
+        let nudge = agent.status_nudge();
+        tokio::spawn(async move {
+            let mut last = ready_probe().is_ok();
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let now = ready_probe().is_ok();
+                if now != last {
+                    nudge.notify_one();
+                    last = now;
+                }
+            }
+        });
         // The kubelet follows the Node (its podCIDR) as the upkeep sees it.
         let mut node_updates = agent.subscribe();
         tokio::spawn(async move {

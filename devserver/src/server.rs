@@ -84,6 +84,9 @@ pub async fn serve(
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let (tcp, _peer) = listener.accept().await?;
+        // As kube-apiserver (Go sets it on every TCP connection): without it
+        // a small response waits for the client's delayed ACK (~40 ms).
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let supervisor = Arc::clone(&supervisor);
         let api = Arc::clone(&api);

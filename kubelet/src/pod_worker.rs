@@ -97,6 +97,9 @@ pub struct PodWorker {
     base: Option<Arc<Pod>>,
     /// The node is shutting down: statuses say so.
     shutting_down: bool,
+    /// The pod's containers are gone and its object deleted: nothing is
+    /// left to do or report until the watch says it is gone.
+    finished: bool,
 }
 
 fn pod_name(pod: &Pod) -> String {
@@ -237,6 +240,7 @@ impl PodWorker {
             pod_ips: Vec::new(),
             base: None,
             shutting_down: false,
+            finished: false,
         }
     }
 
@@ -1138,6 +1142,12 @@ impl PodWorker {
     /// the final status and (for API pods) delete the object.
     async fn terminate(&mut self, desired: &Desired, observed: &Observed) -> Next {
         let pod = desired.pod.clone();
+        if self.finished && observed.infos.is_empty() {
+            if desired.removed {
+                return Next::Finished;
+            }
+            return Next::At(Instant::now() + RESYNC);
+        }
         let wake = self.stop_live(&pod, observed, None).await;
         let running = observed.live().next().is_some();
         if running {
@@ -1157,6 +1167,7 @@ impl PodWorker {
                 return Next::At(Instant::now() + Duration::from_secs(2));
             }
         }
+        self.finished = true;
         if !desired.removed {
             // The object is going; the watch's DELETED ends the worker.
             return Next::At(Instant::now() + RESYNC);

@@ -392,6 +392,7 @@ impl LeaseKeeper {
 pub struct NodeAgent {
     status: StatusKeeper,
     lease: LeaseKeeper,
+    nudge: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for NodeAgent {
@@ -445,7 +446,15 @@ impl NodeAgent {
                 cached: None,
                 node: rx,
             },
+            nudge: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Wakes the status loop for a pass now (the readiness it reports
+    /// changed: the kubelet's fast status update), instead of at the next
+    /// interval.
+    pub fn status_nudge(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.nudge)
     }
 
     /// The Node as the upkeep last saw it (after each status pass; `None`
@@ -479,6 +488,7 @@ impl NodeAgent {
         let Self {
             mut status,
             mut lease,
+            nudge,
         } = self;
         let intervals = status.settings.intervals;
         let status_loop = async {
@@ -503,7 +513,10 @@ impl NodeAgent {
                         }
                     }
                 };
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = nudge.notified() => {}
+                }
             }
         };
         let lease_loop = async {

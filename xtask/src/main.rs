@@ -31,6 +31,9 @@ commands:
   bench image                 pull + unpack of a ~100 MB, 5-layer image from a local registry with
                               armlet and with skopeo + umoci, and a restart's re-import of 1 GB of
                               air-gap tarballs (root)
+  bench agent                 armlet agent against the devserver in a network namespace: pod created →
+                              Running p50/p99 over 100 pods, agent + supervisor memory with idle pods,
+                              stripped aarch64 size, agent start → node Ready (root)
 ";
 
 /// An error that ends the xtask with a message (no backtrace: these are user-facing).

@@ -21,13 +21,17 @@
 //! - pod created → Running (and → Ready) through a watch, image cached (a
 //!   warm-up pod pulls it first): `--runs` pods (default 100) created one at a
 //!   time, each bound with `spec.nodeName` (no scheduler), each measured from
-//!   the POST's response (curl exiting) to the watch event with
-//!   `status.phase == Running` (and the Ready condition True) before the next
-//!   is created; they stay (so the last ones run beside 99 others), then are
-//!   deleted one at a time, each timed from the DELETE's response to its
-//!   `DELETED` event. The container is busybox `sleep` under a shell that
-//!   exits on SIGTERM (a bare `sleep` as PID 1 ignores SIGTERM, which would
-//!   time the grace period rather than the agent);
+//!   its POST to the watch event with `status.phase == Running` (and the
+//!   Ready condition True) before the next is created; they stay (so the
+//!   last ones run beside 99 others), then are deleted one at a time, each
+//!   timed from its DELETE to its `DELETED` event. The container is busybox
+//!   `sleep` under a shell that exits on SIGTERM (a bare `sleep` as PID 1
+//!   ignores SIGTERM, which would time the grace period rather than the
+//!   agent). The clock starts when curl sent the request (from curl's own
+//!   timings), not at its response: the devserver's answers on a fresh
+//!   connection often come ~40 ms late (a small write held back until the
+//!   client's delayed ACK: Nagle's algorithm), long after the pod exists
+//!   and often after it runs; how late is printed too;
 //! - memory: PSS (and RSS) of every armlet process of the node (the agent
 //!   and its container supervisor, found by their command lines; not the
 //!   containers) from `/proc/<pid>/smaps_rollup`, idle, with 1, 10 and all
@@ -388,12 +392,18 @@ fn restart(node: &mut AgentNode, server: &Devserver, token: &str) -> Start {
         node.name,
         String::from_utf8_lossy(&reply)
     );
-    let patched: Value = serde_json::from_slice(&reply).expect("the patched Node");
-    let version = patched["metadata"]["resourceVersion"]
+    // Controllers react to the change (taints); the Node as the watch
+    // first shows it after that is the old one: any other version is the
+    // agent's.
+    std::thread::sleep(Duration::from_millis(500));
+    let watch = node_watch(server, &node.name);
+    let (_, first) = watch
+        .next(Instant::now() + Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("the watch on node {} showed nothing", node.name));
+    let version = first["object"]["metadata"]["resourceVersion"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let watch = node_watch(server, &node.name);
     let command = node.command(&server.url, token);
     time_start(node, command, &watch, &version)
 }
@@ -496,52 +506,100 @@ fn pod(name: &str, node: &str, image: &str) -> Value {
     })
 }
 
-/// POSTs a pod; the instant its response was in (curl exited).
-fn create(server: &Devserver, pod: &Value) -> Instant {
-    let (status, body) = server.admin_curl(&[
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        &pod.to_string(),
-        "URL/api/v1/namespaces/default/pods",
-    ]);
-    let at = Instant::now();
-    assert_eq!(
+/// One API request as the admin, timed by curl itself.
+struct Call {
+    status: u16,
+    body: Vec<u8>,
+    /// When the request went out (curl had its connection and sent it).
+    sent: Instant,
+    /// When curl had the whole response.
+    answered: Instant,
+}
+
+/// `curl -X <method>` of `URL<path>` (with a JSON `body`), with curl's own
+/// timings turned into instants: `sent` is when the request went out,
+/// `answered` when the response was complete (both just before curl exited,
+/// less what curl says it spent since).
+fn call(server: &Devserver, method: &str, path: &str, body: Option<&Value>) -> Call {
+    let (cert, key) = server.admin_credentials();
+    let mut c = Command::new("curl");
+    c.args(["-sS", "-X", method, "--cacert"])
+        .arg(server.server_ca())
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .args(["-w", "\n%{http_code} %{time_pretransfer} %{time_total}"]);
+    if let Some(body) = body {
+        c.args([
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body.to_string(),
+        ]);
+    }
+    let out = c
+        .arg(format!("{}{path}", server.url))
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl runs");
+    let exited = Instant::now();
+    let out = out.stdout;
+    let split = out.iter().rposition(|b| *b == b'\n').unwrap_or(0);
+    let trailer = String::from_utf8_lossy(&out[split..]).into_owned();
+    let mut fields = trailer.split_whitespace();
+    let mut next = || fields.next().unwrap_or_default().to_owned();
+    let status: u16 = next().parse().unwrap_or(0);
+    let pretransfer: f64 = next().parse().unwrap_or(0.0);
+    let total: f64 = next().parse().unwrap_or(0.0);
+    let before = |secs: f64| exited - Duration::from_secs_f64(secs.max(0.0));
+    Call {
         status,
+        body: out[..split].to_vec(),
+        sent: before(total - pretransfer),
+        answered: exited,
+    }
+}
+
+/// POSTs a pod.
+fn create(server: &Devserver, pod: &Value) -> Call {
+    let c = call(server, "POST", "/api/v1/namespaces/default/pods", Some(pod));
+    assert_eq!(
+        c.status,
         201,
         "creating pod {}: {}",
         pod["metadata"]["name"],
-        String::from_utf8_lossy(&body)
+        String::from_utf8_lossy(&c.body)
     );
-    at
+    c
 }
 
-/// DELETEs a pod; the instant its response was in.
-fn delete(server: &Devserver, name: &str) -> Instant {
-    let (status, body) = server.admin_curl(&[
-        "-X",
+/// DELETEs a pod.
+fn delete(server: &Devserver, name: &str) -> Call {
+    let c = call(
+        server,
         "DELETE",
-        &format!("URL/api/v1/namespaces/default/pods/{name}"),
-    ]);
-    let at = Instant::now();
-    assert!(
-        status == 200 || status == 202,
-        "deleting pod {name}: HTTP {status}: {}",
-        String::from_utf8_lossy(&body)
+        &format!("/api/v1/namespaces/default/pods/{name}"),
+        None,
     );
-    at
+    assert!(
+        c.status == 200 || c.status == 202,
+        "deleting pod {name}: HTTP {}: {}",
+        c.status,
+        String::from_utf8_lossy(&c.body)
+    );
+    c
 }
 
 // ---------------------------------------------------------------------------
 // Memory
 
-/// PSS and RSS of one process, KiB.
+/// PSS and RSS of one process, KiB, and its thread count.
 #[derive(Clone, Copy, Default)]
 struct Memory {
     pss: u64,
     rss: u64,
+    threads: u64,
 }
 
 impl Memory {
@@ -554,9 +612,16 @@ impl Memory {
                 .and_then(|v| v.parse().ok())
                 .ok_or_else(|| format!("no {name} in /proc/{pid}/smaps_rollup").into())
         };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let threads = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
         Ok(Self {
             pss: field("Pss:")?,
             rss: field("Rss:")?,
+            threads,
         })
     }
 }
@@ -576,6 +641,7 @@ impl NodeMemory {
         Memory {
             pss: self.agent.pss + self.supervisor.pss,
             rss: self.agent.rss + self.supervisor.rss,
+            threads: self.agent.threads + self.supervisor.threads,
         }
     }
 }
@@ -623,6 +689,7 @@ fn node_memory(node: &AgentNode, label: &str) -> NodeMemory {
         };
         into.pss += mem.pss;
         into.rss += mem.rss;
+        into.threads += mem.threads;
     }
     assert!(
         processes.iter().any(|(_, s)| s == "agent")
@@ -641,6 +708,8 @@ struct MainNode {
     warm_up: Duration,
     running: Vec<Duration>,
     ready: Vec<Duration>,
+    /// The devserver's answers to the POSTs, after the request was sent.
+    answers: Vec<Duration>,
     gone: Vec<Duration>,
     memory: Vec<NodeMemory>,
 }
@@ -691,15 +760,16 @@ fn main_node(scratch: &Path, pods: usize) -> MainNode {
     let warm_up = watch
         .get("warm-up")
         .running
-        .map(|r| r.saturating_duration_since(created))
+        .map(|r| r.saturating_duration_since(created.sent))
         .unwrap_or_default();
     delete(&server, "warm-up");
     watch.wait("warm-up", "deleted", POD_TIMEOUT, deleted);
 
-    let (mut running, mut ready) = (Vec::new(), Vec::new());
+    let (mut running, mut ready, mut answers) = (Vec::new(), Vec::new(), Vec::new());
     let names: Vec<String> = (0..pods).map(|i| format!("pod-{i}")).collect();
     for (i, pod_name) in names.iter().enumerate() {
         let created = create(&server, &pod(pod_name, name, &image));
+        answers.push(created.answered.saturating_duration_since(created.sent));
         watch.wait(
             pod_name,
             "Running and Ready",
@@ -707,7 +777,10 @@ fn main_node(scratch: &Path, pods: usize) -> MainNode {
             running_and_ready,
         );
         let seen = watch.get(pod_name);
-        let since = |t: Option<Instant>| t.unwrap_or(created).saturating_duration_since(created);
+        let since = |t: Option<Instant>| {
+            t.unwrap_or(created.sent)
+                .saturating_duration_since(created.sent)
+        };
         running.push(since(seen.running));
         ready.push(since(seen.ready));
         let count = i + 1;
@@ -720,7 +793,7 @@ fn main_node(scratch: &Path, pods: usize) -> MainNode {
 
     let mut gone = Vec::new();
     for pod_name in &names {
-        let asked = delete(&server, pod_name);
+        let asked = delete(&server, pod_name).sent;
         watch.wait(pod_name, "deleted", POD_TIMEOUT, deleted);
         let at = watch.get(pod_name).deleted.unwrap_or(asked);
         gone.push(at.saturating_duration_since(asked));
@@ -743,6 +816,7 @@ fn main_node(scratch: &Path, pods: usize) -> MainNode {
         warm_up,
         running,
         ready,
+        answers,
         gone,
         memory,
     }
@@ -792,12 +866,13 @@ fn print_pods(main: &MainNode, pods: usize) {
     println!(
         "\npods created one at a time (bound with spec.nodeName, image cached), ms\n\
          {:<36} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "from the POST's response to", "p50", "p90", "p99", "min", "max"
+        "from the request (POST, DELETE) to", "p50", "p90", "p99", "min", "max"
     );
     for (name, times) in [
         ("Running (watch)", &main.running),
         ("Ready (watch)", &main.ready),
-        ("deleted → gone (DELETED event)", &main.gone),
+        ("the POST's response", &main.answers),
+        ("DELETE → gone (DELETED event)", &main.gone),
     ] {
         let s = ms(times);
         println!(
@@ -818,19 +893,20 @@ fn print_pods(main: &MainNode, pods: usize) {
 fn print_memory(rows: &[NodeMemory]) {
     println!(
         "\narmlet processes' memory, MiB (agent + supervisor; containers not counted)\n\
-         {:<34} {:>10} {:>10} {:>10} {:>10}",
-        "", "agent PSS", "sup. PSS", "PSS", "RSS"
+         {:<34} {:>10} {:>10} {:>10} {:>10} {:>14}",
+        "", "agent PSS", "sup. PSS", "PSS", "RSS", "agent threads"
     );
     let mib = |kib: u64| kib as f64 / 1024.0;
     for m in rows {
         let total = m.total();
         println!(
-            "{:<34} {:>10.1} {:>10.1} {:>10.1} {:>10.1}{}",
+            "{:<34} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>14}{}",
             m.label,
             mib(m.agent.pss),
             mib(m.supervisor.pss),
             mib(total.pss),
             mib(total.rss),
+            m.agent.threads,
             if m.processes == 2 {
                 String::new()
             } else {

@@ -233,18 +233,10 @@ fn the_agent_runs_pods_reports_them_and_deletes_them() {
     assert_eq!(web["status"]["podIPs"][0]["ip"], pod_ip.as_str());
 
     // The node reaches the pod over the bridge.
-    let out = node
-        .netns
-        .command("curl")
-        .args([
-            "-s",
-            "--max-time",
-            "5",
-            &format!("http://{pod_ip}:8080/index.html"),
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    assert_eq!(
+        curl_in(&node, &format!("http://{pod_ip}:8080/index.html")),
+        "ok\n"
+    );
 
     // What the container saw, from its log file.
     let uid = web["metadata"]["uid"].as_str().unwrap();
@@ -344,18 +336,10 @@ fn the_agent_runs_pods_reports_them_and_deletes_them() {
         after["state"]["running"]["startedAt"],
         before["state"]["running"]["startedAt"]
     );
-    let out = node
-        .netns
-        .command("curl")
-        .args([
-            "-s",
-            "--max-time",
-            "5",
-            &format!("http://{pod_ip}:8080/index.html"),
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    assert_eq!(
+        curl_in(&node, &format!("http://{pod_ip}:8080/index.html")),
+        "ok\n"
+    );
 
     // Graceful deletion: httpd ends on SIGTERM, the agent deletes the object.
     let (status, body) =

@@ -56,8 +56,6 @@ use armlet_tests::agent_node::AgentNode;
 use armlet_tests::bench::{BenchArgs, Stats};
 use armlet_tests::devserver::{self, Devserver};
 use armlet_tests::node::{TempDir, require_root};
-use armlet_tests::oci::busybox_index;
-use armlet_tests::registry::{RegistryOptions, TestRegistry};
 use armlet_tests::{AARCH64, release_binary};
 use serde_json::{Value, json};
 
@@ -719,19 +717,7 @@ fn main_node(scratch: &Path, pods: usize) -> MainNode {
     let dir = scratch.join("main");
     let mut node = AgentNode::new(&dir.join("node"), "bench-node");
     let server = Devserver::start_on(&dir.join("server"), IpAddr::V4(node.netns.host_ip), 0, &[]);
-    let registry = TestRegistry::start_on(RegistryOptions::default(), node.netns.host_ip);
-    let layout = dir.join("layout");
-    busybox_index(&layout, "1");
-    registry.push(&layout, "1", "library/busybox:1");
-    std::fs::write(
-        node.dir.join("registries.yaml"),
-        format!(
-            "mirrors:\n  \"{h}\":\n    endpoint:\n      - \"http://{h}\"\n",
-            h = registry.host()
-        ),
-    )
-    .expect("writing registries.yaml");
-    let image = format!("{}/library/busybox:1", registry.host());
+    let (registry, image) = node.serve_busybox(&dir.join("layout"));
     let token = server.token();
 
     // The first start (a join, untimed: the fresh starts are measured above).

@@ -36,6 +36,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::watch;
 
 use crate::Shared;
+use crate::runtime::Runtime;
 
 /// Label with the image as the pod spec names it.
 pub const LABEL_IMAGE: &str = "io.armlet.image";
@@ -995,40 +996,17 @@ impl PodWorker {
             signal,
             None,
         );
-        loop {
-            match stop.poll(Instant::now()) {
-                StopStep::Done => break,
-                StopStep::Signal(s) => {
-                    let _ = self.shared.runtime.kill(&info.id, s).await;
-                }
-                StopStep::RunPreStop { handler, deadline } => {
-                    self.run_hook(&handler, &info.id, deadline).await;
-                    stop.pre_stop_finished(Instant::now());
-                }
-                StopStep::Wait { until } => {
-                    let until = until.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
-                    tokio::time::sleep_until(
-                        until
-                            .min(Instant::now() + Duration::from_millis(200))
-                            .into(),
-                    )
-                    .await;
-                    let id = info.id.clone();
-                    if let Ok(s) = self.shared.runtime.call(move |cl| cl.status(&id)).await {
-                        if s.state == ContainerState::Exited {
-                            stop.exited();
-                        }
-                    }
+        let runtime = &self.shared.runtime;
+        while let Some(until) = advance_stop(runtime, &mut stop, &info.id).await {
+            // Waiting here: the pass that follows restarts the container.
+            let soon = Instant::now() + Duration::from_millis(200);
+            tokio::time::sleep_until(until.min(soon).into()).await;
+            let id = info.id.clone();
+            if let Ok(s) = runtime.call(move |cl| cl.status(&id)).await {
+                if s.state == ContainerState::Exited {
+                    stop.exited();
                 }
             }
-        }
-    }
-
-    async fn run_hook(&self, handler: &probes::Handler, id: &str, deadline: Instant) {
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        let outcome = probes::run(handler, id, timeout, &self.shared.runtime).await;
-        if !matches!(outcome, ProbeOutcome::Success(_)) {
-            tracing::info!(container = %id, outcome = ?outcome, "preStop hook failed");
         }
     }
 
@@ -1083,7 +1061,6 @@ impl PodWorker {
         observed: &Observed,
         cap: Option<i64>,
     ) -> Option<Instant> {
-        let now = Instant::now();
         let mut wake: Option<Instant> = None;
         let pod_ip = self.pod_ips.first().cloned();
         for info in observed.live() {
@@ -1110,29 +1087,8 @@ impl PodWorker {
                 )
                 .0
             });
-            loop {
-                match stop.poll(Instant::now()) {
-                    StopStep::Done => break,
-                    StopStep::Signal(s) => {
-                        if let Err(e) = self.shared.runtime.kill(&info.id, s).await {
-                            tracing::warn!(container = %info.id, error = %e, "cannot signal container");
-                        }
-                    }
-                    StopStep::RunPreStop { handler, deadline } => {
-                        let timeout = deadline.saturating_duration_since(Instant::now());
-                        let outcome =
-                            probes::run(&handler, &info.id, timeout, &self.shared.runtime).await;
-                        if !matches!(outcome, ProbeOutcome::Success(_)) {
-                            tracing::info!(container = %info.id, outcome = ?outcome, "preStop hook failed");
-                        }
-                        stop.pre_stop_finished(Instant::now());
-                    }
-                    StopStep::Wait { until } => {
-                        let at = until.unwrap_or(now + Duration::from_secs(1));
-                        wake = Some(wake.map_or(at, |w| w.min(at)));
-                        break;
-                    }
-                }
+            if let Some(at) = advance_stop(&self.shared.runtime, stop, &info.id).await {
+                wake = Some(wake.map_or(at, |w| w.min(at)));
             }
         }
         wake
@@ -1312,6 +1268,32 @@ impl PodWorker {
 
 fn pod_name_of(pod: &Pod) -> String {
     pod_name(pod)
+}
+
+/// Takes a container's stop as far as it goes now (preStop hook, signals);
+/// the instant it must be looked at again, or `None` once it is done.
+async fn advance_stop(runtime: &Runtime, stop: &mut ContainerStop, id: &str) -> Option<Instant> {
+    loop {
+        match stop.poll(Instant::now()) {
+            StopStep::Done => return None,
+            StopStep::Signal(s) => {
+                if let Err(e) = runtime.kill(id, s).await {
+                    tracing::warn!(container = %id, error = %e, "cannot signal container");
+                }
+            }
+            StopStep::RunPreStop { handler, deadline } => {
+                let timeout = deadline.saturating_duration_since(Instant::now());
+                let outcome = probes::run(&handler, id, timeout, runtime).await;
+                if !matches!(outcome, ProbeOutcome::Success(_)) {
+                    tracing::info!(container = %id, outcome = ?outcome, "preStop hook failed");
+                }
+                stop.pre_stop_finished(Instant::now());
+            }
+            StopStep::Wait { until } => {
+                return Some(until.unwrap_or_else(|| Instant::now() + Duration::from_secs(1)));
+            }
+        }
+    }
 }
 
 /// What a pass hands to each container start.
